@@ -1,0 +1,54 @@
+"""``@triton.jit`` helpers shared by the optimizer kernels.
+
+They keep the storage dtype at the memory boundary: loads upcast to the compute
+dtype (fp32, or fp64 for float64 buffers), stores round once to the storage
+dtype with round-to-nearest-even on every backend.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def load_upcast(pointer, offsets, mask):
+    """Load a block and convert it to the compute dtype (fp64 stays fp64)."""
+    values = tl.load(pointer + offsets, mask=mask)
+    if values.dtype != tl.float64:
+        values = values.to(tl.float32)
+    return values
+
+
+@triton.jit
+def hyperparameter(head, tail, COMPUTE_DTYPE: tl.constexpr):
+    """Rebuild a hyperparameter split by ``split_hyperparameter`` in the compute dtype."""
+    if COMPUTE_DTYPE == tl.float64:
+        value = tl.cast(head, tl.float64) + tl.cast(tail, tl.float64)
+    else:
+        value = tl.cast(head, tl.float32)
+    return value
+
+
+@triton.jit
+def _round_to_bfloat16(values):
+    """fp32 -> bf16 with round-to-nearest-even, NaN kept NaN.
+
+    The interpreter's ``.to(tl.bfloat16)`` truncates while compiled kernels round
+    to nearest; rounding the bits here makes both backends agree with torch.
+    """
+    bits = values.to(tl.uint32, bitcast=True)
+    rounding_bias = ((bits >> 16) & 1) + 0x7FFF
+    rounded = (bits + rounding_bias) >> 16
+    quiet_nan = (bits >> 16) | 0x40
+    top_bits = tl.where(values != values, quiet_nan, rounded)
+    return top_bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def store_rounded(pointer, offsets, values, mask):
+    """Store compute-dtype values into a buffer of any float dtype, rounding once."""
+    storage_dtype: tl.constexpr = pointer.dtype.element_ty
+    if storage_dtype == tl.bfloat16:
+        values = _round_to_bfloat16(values)
+    else:
+        values = values.to(storage_dtype)
+    tl.store(pointer + offsets, values, mask=mask)

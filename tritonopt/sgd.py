@@ -1,0 +1,121 @@
+"""tritonopt.SGD: torch.optim.SGD's semantics over flat buffers."""
+
+from typing import Any
+
+import torch
+
+from . import _backend, _torch_path
+from ._engine import FlatOptimizer
+from ._flat import Segment
+from .kernels import sgd as sgd_kernels
+
+
+class SGD(FlatOptimizer):
+    r"""Stochastic gradient descent (optionally with momentum), a drop-in for ``torch.optim.SGD``.
+
+    The update is torch's, parameter by parameter::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                       (weight_decay != 0)
+        buf = g on a parameter's first step with a gradient, else
+              momentum * buf + (1 - dampening) * g         (momentum != 0)
+        g = g + momentum * buf if nesterov else buf        (momentum != 0)
+        param = param - lr * g
+
+    Parameters whose ``.grad`` is None are skipped. The constructor takes what
+    ``torch.optim.SGD`` takes and raises what it raises; ``param_groups``,
+    ``state[p]['momentum_buffer']``, ``state_dict``/``load_state_dict`` (both ways
+    with torch), hooks, schedulers, closures and ``repr`` behave as torch's.
+
+    Differences, all deliberate:
+
+    * Each group's parameters become views into one flat buffer per (device,
+      dtype) (shape and strides kept for dense layouts), their gradients are moved
+      into a matching flat buffer at ``step`` and ``.grad`` re-pointed there, and
+      momentum buffers are views into a flat buffer. A step is one kernel launch
+      per (group, device, dtype) once every parameter has its gradient in the
+      buffer; ``zero_grad(set_to_none=False)`` keeps them there.
+    * ``foreach`` and ``fused`` are accepted and recorded for compatibility; the
+      update is always one fused pass. ``differentiable=True`` is rejected.
+    * Sparse gradients raise at ``step``; complex parameters are supported.
+    * bf16/fp16 parameters are updated in fp32 and rounded once per step, which
+      is never less accurate than torch's op-by-op rounding.
+    * A parameter listed twice in one group is an error (torch only warns).
+    """
+
+    state_keys = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | torch.Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if differentiable:
+            raise RuntimeError(
+                "tritonopt.SGD does not support differentiable=True: "
+                "its update runs in a kernel outside autograd"
+            )
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+
+    def _uses_state(self, group: dict[str, Any]) -> bool:
+        return group["momentum"] != 0
+
+    def _update(self, group: dict[str, Any], segment: Segment, first_step: bool) -> None:
+        update = (
+            sgd_kernels.sgd_update
+            if _backend.uses_triton(segment.params.device)
+            else _torch_path.sgd_update
+        )
+        update(
+            segment.params,
+            segment.grads,
+            segment.state.get("momentum_buffer"),
+            lr=float(group["lr"]),
+            weight_decay=float(group["weight_decay"]),
+            momentum=float(group["momentum"]),
+            dampening=float(group["dampening"]),
+            nesterov=bool(group["nesterov"]),
+            maximize=bool(group["maximize"]),
+            first_step=first_step,
+        )

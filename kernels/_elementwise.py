@@ -19,13 +19,9 @@ def load_upcast(pointer, offsets, mask):
 
 
 @triton.jit
-def hyperparameter(head, tail, COMPUTE_DTYPE: tl.constexpr):
-    """Rebuild a hyperparameter split by ``split_hyperparameter`` in the compute dtype."""
-    if COMPUTE_DTYPE == tl.float64:
-        value = tl.cast(head, tl.float64) + tl.cast(tail, tl.float64)
-    else:
-        value = tl.cast(head, tl.float32)
-    return value
+def hyperparameter(bits, COMPUTE_DTYPE: tl.constexpr):
+    """A hyperparameter passed as float64 bits (``float_bits``), in the compute dtype."""
+    return tl.cast(bits, tl.int64).to(tl.float64, bitcast=True).to(COMPUTE_DTYPE)
 
 
 @triton.jit

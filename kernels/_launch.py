@@ -1,6 +1,6 @@
 """Launch configuration shared by the elementwise optimizer kernels, in one place."""
 
-from array import array
+import struct
 
 import triton
 
@@ -15,16 +15,13 @@ def grid(n_elements: int) -> tuple[int]:
     return (triton.cdiv(n_elements, BLOCK_SIZE),)
 
 
-def split_hyperparameter(value: float) -> tuple[float, float]:
-    """Split a hyperparameter into an fp32 head and an fp32 tail.
+def float_bits(value: float) -> int:
+    """The float64 bit pattern of a hyperparameter, as a signed 64-bit integer.
 
-    Triton passes a Python float to a kernel as fp32, compiled or interpreted,
-    which would round a float64 group's lr to 24 bits. Kernels computing in
-    float64 rebuild the value as ``head + tail`` (48 significant bits); kernels
-    computing in fp32 use the head, which is exactly the ``float(value)``
-    rounding torch applies to a scalar in an fp32 op.
+    Triton passes a Python float to a kernel as fp32 (compiled and interpreted),
+    which would round a float64 group's lr to 24 bits. Passed as bits through an
+    ``int64`` argument excluded from specialisation, the exact double reaches the
+    kernel, a new value never recompiles, and ``hyperparameter`` rounds it to the
+    compute dtype there (fp32: exactly torch's ``float(value)`` rounding).
     """
-    value = float(value)
-    head = array("f", [value])[0]
-    tail = array("f", [value - head])[0] if head - head == 0 else 0.0
-    return head, tail
+    return struct.unpack("q", struct.pack("d", float(value)))[0]

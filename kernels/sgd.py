@@ -5,23 +5,22 @@ import triton
 import triton.language as tl
 
 from ._elementwise import hyperparameter, load_upcast, store_rounded
-from ._launch import BLOCK_SIZE, NUM_WARPS, grid, split_hyperparameter
+from ._launch import BLOCK_SIZE, NUM_WARPS, float_bits, grid
+
+# Runtime arguments that change between steps: never specialised on, never recompiled for.
+HYPERPARAMETERS = ["lr_bits", "weight_decay_bits", "momentum_bits", "grad_weight_bits"]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=HYPERPARAMETERS)
 def _sgd_kernel(
     param_ptr,
     grad_ptr,
     momentum_buffer_ptr,
     n_elements,
-    lr_head,
-    lr_tail,
-    weight_decay_head,
-    weight_decay_tail,
-    momentum_head,
-    momentum_tail,
-    grad_weight_head,
-    grad_weight_tail,
+    lr_bits: tl.int64,
+    weight_decay_bits: tl.int64,
+    momentum_bits: tl.int64,
+    grad_weight_bits: tl.int64,
     HAS_WEIGHT_DECAY: tl.constexpr,
     HAS_MOMENTUM: tl.constexpr,
     FIRST_STEP: tl.constexpr,
@@ -33,7 +32,8 @@ def _sgd_kernel(
 
     ``param`` and ``grad`` (and ``momentum_buffer`` when ``HAS_MOMENTUM``) are
     contiguous buffers of one float dtype; the update is torch's
-    ``_single_tensor_sgd`` computed in fp32 (fp64 for float64) and rounded once:
+    ``_single_tensor_sgd`` computed in fp32 (fp64 for float64) and rounded once
+    to the storage dtype:
 
         g = -grad if MAXIMIZE else grad
         g = g + weight_decay * param                     if HAS_WEIGHT_DECAY
@@ -41,7 +41,11 @@ def _sgd_kernel(
         g = g + momentum * buf if NESTEROV else buf     if HAS_MOMENTUM
         param = param - lr * g
 
-    ``grad_weight`` is ``1 - dampening``, computed by the caller in double as torch does.
+    Each ``a + alpha * b`` is an explicit fma, as in torch's ``add(..., alpha=)``
+    on CPU and CUDA, so fp32 and fp64 results match torch bit for bit in the
+    common case whatever the backend's fp-contraction default. ``grad_weight``
+    is ``1 - dampening``, computed by the caller in double as torch does.
+    Hyperparameters arrive as float64 bit patterns (see ``float_bits``).
     """
     offsets = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offsets < n_elements
@@ -51,24 +55,24 @@ def _sgd_kernel(
     if MAXIMIZE:
         grad = -grad
     if HAS_WEIGHT_DECAY:
-        weight_decay = hyperparameter(weight_decay_head, weight_decay_tail, compute_dtype)
-        grad = grad + weight_decay * param
+        weight_decay = hyperparameter(weight_decay_bits, compute_dtype)
+        grad = tl.fma(param, weight_decay, grad)
     if HAS_MOMENTUM:
         if FIRST_STEP:
             momentum_buffer = grad
         else:
-            momentum = hyperparameter(momentum_head, momentum_tail, compute_dtype)
-            grad_weight = hyperparameter(grad_weight_head, grad_weight_tail, compute_dtype)
+            momentum = hyperparameter(momentum_bits, compute_dtype)
+            grad_weight = hyperparameter(grad_weight_bits, compute_dtype)
             momentum_buffer = load_upcast(momentum_buffer_ptr, offsets, mask)
-            momentum_buffer = momentum_buffer * momentum + grad_weight * grad
+            momentum_buffer = tl.fma(grad, grad_weight, momentum_buffer * momentum)
         store_rounded(momentum_buffer_ptr, offsets, momentum_buffer, mask)
         if NESTEROV:
-            momentum = hyperparameter(momentum_head, momentum_tail, compute_dtype)
-            grad = grad + momentum * momentum_buffer
+            momentum = hyperparameter(momentum_bits, compute_dtype)
+            grad = tl.fma(momentum_buffer, momentum, grad)
         else:
             grad = momentum_buffer
-    lr = hyperparameter(lr_head, lr_tail, compute_dtype)
-    store_rounded(param_ptr, offsets, param - lr * grad, mask)
+    lr = hyperparameter(lr_bits, compute_dtype)
+    store_rounded(param_ptr, offsets, tl.fma(grad, -lr, param), mask)
 
 
 def sgd_update(
@@ -100,10 +104,10 @@ def sgd_update(
         flat_grads,
         momentum_buffer if has_momentum else flat_grads,
         n_elements,
-        *split_hyperparameter(lr),
-        *split_hyperparameter(weight_decay),
-        *split_hyperparameter(momentum),
-        *split_hyperparameter(1.0 - dampening),
+        float_bits(lr),
+        float_bits(weight_decay),
+        float_bits(momentum),
+        float_bits(1.0 - dampening),
         HAS_WEIGHT_DECAY=weight_decay != 0,
         HAS_MOMENTUM=has_momentum,
         FIRST_STEP=has_momentum and first_step,
@@ -111,4 +115,5 @@ def sgd_update(
         MAXIMIZE=maximize,
         BLOCK_SIZE=BLOCK_SIZE,
         num_warps=NUM_WARPS,
+        enable_fp_fusion=False,
     )

@@ -1,0 +1,48 @@
+"""Test session setup: Triton's interpreter, Hypothesis profiles, the CPU path fixture.
+
+The interpreter is chosen when ``@triton.jit`` decorates, so it is switched on
+here, before anything imports ``tritonopt``. ``TRITONOPT_COMPILED=1`` keeps the
+kernels compiled instead (for a GPU machine: CUDA tensors then run real kernels).
+"""
+
+import os
+
+if os.environ.get("TRITONOPT_COMPILED") != "1":
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from tritonopt import _backend
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    stateful_step_count=25,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.register_profile(
+    "thorough",
+    max_examples=400,
+    stateful_step_count=60,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+DEVICE = torch.device(os.environ.get("TRITONOPT_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture(params=["triton", "torch"])
+def cpu_path(request, monkeypatch):
+    """Run a test with CPU tensors updated by the Triton kernels, then by the torch path."""
+    if request.param == "triton" and not _backend.KERNELS_INTERPRETED and DEVICE.type == "cpu":
+        pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
+    monkeypatch.setattr(_backend, "CPU_USES_TRITON", request.param == "triton")
+    return request.param

@@ -1,0 +1,323 @@
+"""The flat-buffer engine and the SGD contract: layout, launches, errors, staleness."""
+
+import copy
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tritonopt
+from tritonopt import _torch_path
+from tritonopt.kernels import sgd as sgd_kernels
+
+from parity import assert_optimizers_match
+
+
+def _model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)
+    ).to(dtype)
+
+
+def _backward(model, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 8, 8, generator=generator, dtype=next(model.parameters()).dtype)
+    model(x).square().sum().backward()
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Every update launch (Triton kernel or torch path), recorded as (numel, first_step)."""
+    calls = []
+    for module in (sgd_kernels, _torch_path):
+        original = module.sgd_update
+
+        def record(*args, _original=original, **kwargs):
+            calls.append((args[0].numel(), kwargs["first_step"]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "sgd_update", record)
+    return calls
+
+
+# --- construction errors: the same exception and message as torch -----------------
+ERROR_CASES = [
+    (dict(lr=-0.1), ValueError, "Invalid learning rate"),
+    (dict(momentum=-0.5), ValueError, "Invalid momentum value"),
+    (dict(weight_decay=-1e-4), ValueError, "Invalid weight_decay value"),
+    (dict(nesterov=True), ValueError, "Nesterov momentum requires a momentum and zero dampening"),
+    (dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError, "Nesterov momentum requires"),
+    (dict(lr=torch.tensor([0.1, 0.2])), ValueError, "Tensor lr must be 1-element"),
+    (dict(foreach=True, fused=True), RuntimeError, "`fused` and `foreach` cannot be `True` together"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,message", ERROR_CASES, ids=[m for _, _, m in ERROR_CASES])
+def test_bad_hyperparameters_raise_like_torch(kwargs, error, message):
+    for optimizer in (torch.optim.SGD, tritonopt.SGD):
+        with pytest.raises(error, match=message):
+            optimizer([torch.nn.Parameter(torch.randn(3))], **kwargs)
+
+
+PARAM_ERROR_CASES = [
+    (lambda p: p, TypeError, "iterable of Tensors or dicts"),
+    (lambda p: [], ValueError, "empty parameter list"),
+    (lambda p: [{"params": {p}}], TypeError, "ordered collections"),
+    (lambda p: [p * 2], ValueError, "can't optimize a non-leaf Tensor"),
+    (lambda p: [{"params": [p]}, {"params": [p]}], ValueError, "more than one parameter group"),
+    (lambda p: [1.0], TypeError, "optimizer can only optimize Tensors"),
+]
+
+
+@pytest.mark.parametrize("make_params,error,message", PARAM_ERROR_CASES, ids=[m for _, _, m in PARAM_ERROR_CASES])
+def test_bad_params_raise_like_torch(make_params, error, message):
+    for optimizer in (torch.optim.SGD, tritonopt.SGD):
+        with pytest.raises(error, match=message):
+            optimizer(make_params(torch.nn.Parameter(torch.randn(3))), lr=0.1)
+
+
+def test_what_tritonopt_rejects_beyond_torch_is_rejected_clearly():
+    p = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match="appears twice in one parameter group"):
+        tritonopt.SGD([p, p], lr=0.1)
+    with pytest.raises(TypeError, match="only floating-point and complex"):
+        tritonopt.SGD([torch.arange(3)], lr=0.1)
+    with pytest.raises(RuntimeError, match="differentiable=True"):
+        tritonopt.SGD([p], lr=0.1, differentiable=True)
+    optimizer = tritonopt.SGD([p], lr=0.1)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="appears twice"):
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))] * 2})
+    assert len(optimizer.param_groups) == 1, "a rejected group must not be half-added"
+    assert torch.equal(p.detach(), before)
+
+
+def test_sparse_gradients_are_rejected_at_step(cpu_path):
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = tritonopt.SGD(embedding.parameters(), lr=0.1)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    before = embedding.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        optimizer.step()
+    assert torch.equal(embedding.weight.detach(), before)
+
+
+def test_complex_parameters_match_torch(cpu_path):
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randn(4, 3, generator=generator, dtype=torch.complex64)
+    candidate, reference = torch.nn.Parameter(values.clone()), torch.nn.Parameter(values.clone())
+    kwargs = dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True, maximize=True)
+    cand_opt, ref_opt = tritonopt.SGD([candidate], **kwargs), torch.optim.SGD([reference], **kwargs)
+    for step in range(4):
+        grad = torch.randn(4, 3, generator=generator, dtype=torch.complex64)
+        candidate.grad, reference.grad = grad.clone(), grad.clone()
+        cand_opt.step()
+        ref_opt.step()
+        assert_optimizers_match(ref_opt, cand_opt, f"step {step}")
+
+
+# --- layout -------------------------------------------------------------------------
+def test_parameters_become_views_that_keep_their_layout():
+    conv = torch.nn.Parameter(torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last))
+    transposed = torch.nn.Parameter(torch.randn(6, 7).t())
+    scalar = torch.nn.Parameter(torch.tensor(2.0))
+    empty = torch.nn.Parameter(torch.randn(0, 3))
+    other_dtype = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    params = [conv, transposed, scalar, empty, other_dtype]
+    values = [p.detach().clone() for p in params]
+    strides = [p.stride() for p in params]
+    optimizer = tritonopt.SGD(params, lr=0.1, momentum=0.9)
+
+    for p, value, stride in zip(params, values, strides):
+        assert torch.equal(p.detach(), value) and p.stride() == stride
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    float32_storages = {p.untyped_storage().data_ptr() for p in params[:4]}
+    assert len(float32_storages) == 1, "one flat buffer per (group, dtype)"
+    assert other_dtype.untyped_storage().data_ptr() not in float32_storages
+
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    buffers = [optimizer.state[p]["momentum_buffer"] for p in params]
+    assert all(b.shape == p.shape and b.stride() == p.stride() for b, p in zip(buffers, params))
+    assert len({b.untyped_storage().data_ptr() for b in buffers[:4]}) == 1
+    assert all(p.grad.untyped_storage().data_ptr() == params[0].grad.untyped_storage().data_ptr() for p in params[:4])
+
+
+# --- launches -------------------------------------------------------------------------
+def test_steady_state_is_one_launch_per_group_and_dtype(cpu_path, launches, monkeypatch):
+    model = _model()
+    head = torch.nn.Linear(5, 2).double()
+    optimizer = tritonopt.SGD(
+        [{"params": model.parameters()}, {"params": head.parameters(), "lr": 0.01}], lr=0.1, momentum=0.9
+    )
+    copies = []
+    original_copy = torch._foreach_copy_
+    monkeypatch.setattr(torch, "_foreach_copy_", lambda dst, src: (copies.append(len(dst)), original_copy(dst, src)))
+    for step in range(3):
+        optimizer.zero_grad(set_to_none=False)
+        _backward(model, step)
+        head(torch.randn(3, 5, dtype=torch.float64)).sum().backward()
+        launches.clear()
+        copies.clear()
+        optimizer.step()
+        assert len(launches) == 2, f"step {step}: {launches}"
+        assert copies == ([4, 2] if step == 0 else []), "grads are gathered once, then stay in place"
+
+    optimizer.zero_grad()  # set_to_none=True: autograd allocates fresh grads
+    _backward(model, 9)
+    launches.clear()
+    optimizer.step()
+    assert launches == [(sum(_padded(p) for p in model.parameters()) - _padding(list(model.parameters())[-1]), False)]
+    assert copies == [4], "fresh grads are gathered with one batched copy"
+
+
+def _padded(p):
+    return -(-p.numel() // 16) * 16
+
+
+def _padding(p):
+    return _padded(p) - p.numel()
+
+
+def test_none_grads_are_skipped_and_late_parameters_start_their_own_momentum(cpu_path, launches):
+    generator = torch.Generator().manual_seed(3)
+    values = [torch.randn(5, generator=generator) for _ in range(3)]
+    kwargs = dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1)
+    candidate = [torch.nn.Parameter(v.clone()) for v in values]
+    reference = [torch.nn.Parameter(v.clone()) for v in values]
+    cand_opt, ref_opt = tritonopt.SGD(candidate, **kwargs), torch.optim.SGD(reference, **kwargs)
+    for step, with_grad in enumerate([[0], [0, 1, 2], [1, 2], [0, 1, 2]]):
+        for i in with_grad:
+            grad = torch.randn(5, generator=generator)
+            candidate[i].grad, reference[i].grad = grad.clone(), grad.clone()
+        launches.clear()
+        cand_opt.step()
+        ref_opt.step()
+        assert_optimizers_match(ref_opt, cand_opt, f"step {step}")
+        for p in candidate + reference:
+            p.grad = None
+    untouched = torch.nn.Parameter(torch.randn(3))
+    optimizer = tritonopt.SGD([untouched], lr=0.1, weight_decay=0.5, momentum=0.9)
+    before = untouched.detach().clone()
+    optimizer.step()
+    assert torch.equal(untouched.detach(), before) and untouched not in optimizer.state
+
+
+def test_launch_arguments_do_not_change_when_hyperparameter_values_do(cpu_path, monkeypatch):
+    """No recompilation: new lr/momentum/weight_decay values only change runtime arguments."""
+    specialisations = []
+    kernel = sgd_kernels._sgd_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                constexprs = tuple(sorted((k, v) for k, v in kwargs.items() if k.isupper()))
+                specialisations.append((constexprs, tuple(type(a).__name__ for a in args[3:])))
+                return kernel[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(sgd_kernels, "_sgd_kernel", Recorder())
+    model = _model()
+    optimizer = tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for step, lr in enumerate([0.1, 0.1, 0.05, 0.0123, 1e-8, 3.0]):
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.param_groups[0]["momentum"] = 0.5 + step / 20
+        optimizer.param_groups[0]["weight_decay"] = 1e-4 * (step + 1)
+        optimizer.zero_grad(set_to_none=False)
+        _backward(model, step)
+        optimizer.step()
+    if cpu_path == "torch":
+        assert specialisations == []
+        return
+    first_step, *steady = specialisations
+    assert len(set(steady)) == 1, "changing hyperparameter values must not change the specialisation"
+    assert steady[0][1] == ("int", "int", "int", "int", "int"), "n_elements and float64 bit patterns"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_no_recompilation_on_gpu():
+    model = _model().cuda()
+    optimizer = tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(2, 3, 8, 8, device="cuda")
+    for step in range(6):
+        if step == 2:
+            compiled = sum(len(cache) for cache, *_ in sgd_kernels._sgd_kernel.device_caches.values())
+        optimizer.param_groups[0]["lr"] *= 0.5
+        optimizer.zero_grad(set_to_none=False)
+        model(x).square().sum().backward()
+        optimizer.step()
+    assert sum(len(cache) for cache, *_ in sgd_kernels._sgd_kernel.device_caches.values()) == compiled
+
+
+# --- staleness ------------------------------------------------------------------------
+def test_replaced_storage_is_noticed_and_training_continues(cpu_path):
+    model = _model()
+    reference_model = copy.deepcopy(model)
+    cand_opt = tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(reference_model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(4):
+        if step == 2:
+            weight = model[0].weight
+            weight.data = weight.data.clone()  # the flat buffer no longer holds this parameter
+        for m, opt in ((model, cand_opt), (reference_model, ref_opt)):
+            opt.zero_grad()
+            _backward(m, step)
+            opt.step()
+        assert_optimizers_match(ref_opt, cand_opt, f"step {step}")
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == 1, "the moved parameter was taken back into the flat buffer"
+
+
+def test_model_dtype_change_reflattens_with_state(cpu_path):
+    model = _model()
+    cand_opt = tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _backward(model, 0)
+    cand_opt.step()
+    saved = copy.deepcopy(cand_opt.state_dict())
+    model.double()
+    reference_model = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(reference_model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt.load_state_dict(saved)  # torch casts the momentum buffers to float64
+    for step in range(1, 3):
+        for m, opt in ((model, cand_opt), (reference_model, ref_opt)):
+            opt.zero_grad()
+            _backward(m, step)
+            opt.step()
+        assert_optimizers_match(ref_opt, cand_opt, f"step {step} after model.double()")
+    assert all(b["momentum_buffer"].dtype == torch.float64 for b in cand_opt.state.values())
+
+
+# --- repr and packaging ---------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [{}, dict(lr=0.5, momentum=0.9, nesterov=True, maximize=True), dict(lr=torch.tensor(0.01), weight_decay=1e-4)])
+def test_repr_is_torchs(kwargs):
+    model = _model()
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.001}]
+    assert repr(tritonopt.SGD(groups, **kwargs)) == repr(torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.001}], **kwargs))
+
+
+def test_import_needs_no_environment_and_kernels_live_inside_the_package(tmp_path):
+    """Outside the source tree, with no TRITON_INTERPRET: CPU steps use the torch path."""
+    script = textwrap.dedent(
+        """
+        import importlib.util, os, torch, tritonopt
+        from tritonopt import _backend
+        assert "TRITON_INTERPRET" not in os.environ
+        assert not _backend.KERNELS_INTERPRETED and not _backend.uses_triton(torch.device("cpu"))
+        assert importlib.util.find_spec("kernels") is None, "no top-level kernels module"
+        from tritonopt.kernels.sgd import HYPERPARAMETERS, _sgd_kernel
+        unspecialised = {p.name for p in _sgd_kernel.params if p.do_not_specialize}
+        assert set(HYPERPARAMETERS) <= unspecialised, "a new hyperparameter value would recompile"
+        p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3)
+        tritonopt.SGD([p], lr=0.5).step()
+        assert torch.equal(p.detach(), torch.full((3,), 0.5))
+        """
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, settings
 
 from tritonopt import _backend
 
-_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# cpu_path only sets a module flag for the whole test, so sharing it across examples is safe.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture]
 settings.register_profile(
     "ci",
     max_examples=25,

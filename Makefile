@@ -1,0 +1,34 @@
+# Each target sets up what it needs in .venv from nothing.
+# CPU machines take the local CPU wheel of torch; on a GPU machine keep your CUDA
+# build with `make test TORCH=torch` (or any requirement string).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-thorough bench clean
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q ".[test]"
+	touch $@
+
+# Tests run against the installed package (kernels/ installed as tritonopt.kernels).
+install: $(VENV)/.ready
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+
+demo: install
+	$(PY) -m tritonopt.demo
+
+test: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-thorough: install
+	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) bench/step_time.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .hypothesis

@@ -121,9 +121,15 @@ class FlatBucket:
         self.flat_grads.zero_()
 
     def segment(self, start: int, stop: int) -> Segment:
-        """Real 1-D slices covering parameters ``start`` to ``stop - 1`` (padding included)."""
+        """Real 1-D slices covering parameters ``start`` to ``stop - 1`` and their padding.
+
+        Ending on an ``ALIGNMENT`` boundary keeps every launch a whole number of
+        vectors: torch's CPU fused op rounds its scalar tail differently from its
+        vector body, and a GPU kernel keeps full-width loads. The padding is zero in
+        every buffer, and an SGD step maps zeros to zeros.
+        """
         begin = self.offsets[start]
-        end = self.offsets[stop - 1] + self.params[stop - 1].numel()
+        end = self.offsets[stop] if stop < len(self.params) else self.numel
         return Segment(
             params=_real_1d(self.flat_params[begin:end]),
             grads=_real_1d(self.flat_grads[begin:end]),

@@ -19,7 +19,8 @@ install: $(VENV)/.ready
 	$(PY) -m pip install -q --no-deps --force-reinstall .
 
 demo: install
-	$(PY) -m tritonopt.demo
+	# from inside .venv, so the installed package is imported, not the source tree
+	cd $(VENV) && bin/python -m tritonopt.demo
 
 test: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider

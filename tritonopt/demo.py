@@ -62,11 +62,10 @@ def param_groups(net: Net) -> list[dict]:
     ]
 
 
-# Moderate learning rates on purpose: trained harder, this small network is
-# chaotic enough that a last-bit difference in one step grows past assert_close's
-# float32 tolerance within a few dozen steps, and on CPU tritonopt runs torch's
-# fused SGD op, which rounds a few elements differently from torch's for-loop
-# (torch.optim.SGD(fused=True) does too).
+# Moderate learning rates: trained harder, this small network is chaotic enough
+# that any last-bit difference in one step (on a GPU, torch's own kernels round
+# differently from its CPU for-loop) grows past assert_close's float32 tolerance
+# within a few dozen steps.
 HYPERPARAMETERS = {"lr": 2e-2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
 
 

@@ -62,10 +62,11 @@ class FlatOptimizer(Optimizer):
         if "_flat_groups" in self.__dict__ and "state" in state:
             self._check_loaded_state(state["state"])
         super().__setstate__(state)
-        for index, flat_group in enumerate(self.__dict__.get("_flat_groups", [])):
+        entries = self._state_entries()
+        for flat_group in self.__dict__.get("_flat_groups", []):
             if flat_group is not None:
                 for bucket in flat_group.buckets:
-                    self._adopt_state(bucket)
+                    self._adopt_state(bucket, entries)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -74,6 +75,7 @@ class FlatOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        entries = self._state_entries()
         for index, group in enumerate(self.param_groups):
             if group.get("differentiable", False):
                 raise RuntimeError(
@@ -81,7 +83,7 @@ class FlatOptimizer(Optimizer):
                     "its update runs in a kernel outside autograd"
                 )
             for bucket in self._flat_group(index).buckets:
-                self._step_bucket(group, bucket)
+                self._step_bucket(group, bucket, entries)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -112,20 +114,31 @@ class FlatOptimizer(Optimizer):
         for p in group["params"]:
             by_device_dtype.setdefault((p.device, p.dtype), []).append(p)
         buckets = []
+        entries = self._state_entries()
         for params in by_device_dtype.values():
             bucket = FlatBucket(params, self.state_keys)
-            self._adopt_state(bucket)
+            self._adopt_state(bucket, entries)
             buckets.append(bucket)
         return _FlatGroup(list(group["params"]), buckets)
 
-    def _adopt_state(self, bucket: FlatBucket) -> None:
+    def _state_entries(self) -> dict[int, dict[str, Any]]:
+        """``self.state`` keyed by ``id(param)``.
+
+        A tensor-keyed lookup calls the Python-level ``Tensor.__hash__``; on the
+        per-step path, one pass over ``self.state`` and integer lookups cost a
+        fraction of that per parameter.
+        """
+        return {id(param): entry for param, entry in self.state.items()}
+
+    def _adopt_state(self, bucket: FlatBucket, entries: dict[int, dict[str, Any]]) -> None:
         """Copy state tensors that live outside the bucket into it and expose its views."""
         for index, p in enumerate(bucket.params):
-            self._has_state(bucket, index, p)
+            self._has_state(bucket, index, p, entries.get(id(p)))
 
-    def _has_state(self, bucket: FlatBucket, index: int, param: torch.Tensor) -> bool:
+    def _has_state(
+        self, bucket: FlatBucket, index: int, param: torch.Tensor, entry: dict[str, Any] | None
+    ) -> bool:
         """Whether ``param`` has all its state; foreign state tensors are moved into the bucket."""
-        entry = self.state.get(param)
         if not entry:
             return False
         present = True
@@ -141,18 +154,12 @@ class FlatOptimizer(Optimizer):
                 entry[key] = view
         return present
 
-    def _step_bucket(self, group: dict[str, Any], bucket: FlatBucket) -> None:
+    def _step_bucket(
+        self, group: dict[str, Any], bucket: FlatBucket, entries: dict[int, dict[str, Any]]
+    ) -> None:
         has_grad = bucket.gather_grads()
         if self._uses_state(group):
-            initialised = [
-                self._has_state(bucket, i, p) if grad else True
-                for i, (p, grad) in enumerate(zip(bucket.params, has_grad))
-            ]
-            for i, (p, grad, ready) in enumerate(zip(bucket.params, has_grad, initialised)):
-                if grad and not ready:
-                    entry = self.state[p]
-                    for key in self.state_keys:
-                        entry[key] = bucket.state_view(key, i)
+            initialised = self._initialise_state(bucket, has_grad, [entries.get(id(p)) for p in bucket.params])
         else:
             initialised = [True] * len(has_grad)
         # One launch per run of consecutive parameters with a gradient and the same
@@ -164,12 +171,44 @@ class FlatOptimizer(Optimizer):
                 self._update(group, bucket.segment(index, index + length), not ready)
             index += length
 
+    def _initialise_state(
+        self, bucket: FlatBucket, has_grad: list[bool], param_entries: list[dict[str, Any] | None]
+    ) -> list[bool]:
+        """Per parameter, whether its state existed before this step (True where it has
+        no gradient). Parameters taking their first step get views of the flat state."""
+        if _state_in_place(bucket, has_grad, param_entries):
+            return [True] * len(has_grad)
+        initialised = [
+            self._has_state(bucket, i, p, entry) if grad else True
+            for i, (p, grad, entry) in enumerate(zip(bucket.params, has_grad, param_entries))
+        ]
+        for i, (p, grad, ready) in enumerate(zip(bucket.params, has_grad, initialised)):
+            if grad and not ready:
+                entry = self.state[p]
+                for key in self.state_keys:
+                    entry[key] = bucket.state_view(key, i)
+        return initialised
+
     def _check_loaded_state(self, state: dict[Any, Any]) -> None:
         for param, entry in state.items():
             if isinstance(param, torch.Tensor) and isinstance(entry, dict):
                 for key in self.state_keys:
                     if entry.get(key) is not None:
                         _check_state_tensor(key, entry[key], param)
+
+
+def _state_in_place(
+    bucket: FlatBucket, has_grad: list[bool], param_entries: list[dict[str, Any] | None]
+) -> bool:
+    """The steady state: every parameter with a gradient holds the bucket's own views."""
+    for key in bucket.state_keys:
+        views = bucket.state_views.get(key)
+        if views is None or not all(
+            not grad or (entry is not None and entry.get(key) is view)
+            for grad, entry, view in zip(has_grad, param_entries, views)
+        ):
+            return False
+    return True
 
 
 def _check_params(params: list[torch.Tensor]) -> None:

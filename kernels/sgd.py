@@ -58,16 +58,15 @@ def _sgd_kernel(
         weight_decay = hyperparameter(weight_decay_bits, compute_dtype)
         grad = tl.fma(param, weight_decay, grad)
     if HAS_MOMENTUM:
+        momentum = hyperparameter(momentum_bits, compute_dtype)
         if FIRST_STEP:
             momentum_buffer = grad
         else:
-            momentum = hyperparameter(momentum_bits, compute_dtype)
             grad_weight = hyperparameter(grad_weight_bits, compute_dtype)
             momentum_buffer = load_upcast(momentum_buffer_ptr, offsets, mask)
             momentum_buffer = tl.fma(grad, grad_weight, momentum_buffer * momentum)
         store_rounded(momentum_buffer_ptr, offsets, momentum_buffer, mask)
         if NESTEROV:
-            momentum = hyperparameter(momentum_bits, compute_dtype)
             grad = tl.fma(momentum_buffer, momentum, grad)
         else:
             grad = momentum_buffer

@@ -6,22 +6,9 @@ import torch
 from torch import nn
 
 import tritonopt
+from tritonopt.demo import Net
 
 from parity import assert_optimizers_match
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2)
-        )
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x).view(-1, 16 * 5 * 5))
 
 
 def _pair():

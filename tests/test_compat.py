@@ -183,40 +183,31 @@ def test_lr_scheduler(cpu_path, name):
 
 # --- 2. state_dict interchange -------------------------------------------------------
 
-def test_state_dict_tritonopt_to_torch(cpu_path):
-    _, _, cand_model, candidate = make_pair(seed=2)
+@pytest.mark.parametrize("direction", ["tritonopt->torch", "torch->tritonopt"])
+def test_state_dict_interchange(cpu_path, direction):
+    """Train one kind 3 steps, save through torch.save, load into a fresh optimizer of
+    the other kind built with other hyperparameters, then train both in lockstep."""
+    to_torch = direction == "tritonopt->torch"
+    source_cls, target_cls = (tritonopt.SGD, torch.optim.SGD) if to_torch else (torch.optim.SGD, tritonopt.SGD)
+    source_model = make_model(seed=2)
+    source = source_cls(groups(source_model), **HPARAMS)
     generator = torch.Generator().manual_seed(21)
     for _ in range(3):
-        train_step([(cand_model, candidate)], generator)
-    saved = roundtrip(candidate.state_dict())
+        train_step([(source_model, source)], generator)
+    saved = roundtrip(source.state_dict())
 
-    ref_model = make_model(seed=99)  # different values, overwritten below
-    copy_params(cand_model, ref_model)
-    reference = torch.optim.SGD(groups(ref_model), lr=0.5, momentum=0.1)  # hyperparameters come from the load
-    reference.load_state_dict(saved)
-    assert_optimizers_match(candidate, reference, "torch loaded tritonopt's state_dict")
-    assert_state_dicts_match(reference.state_dict(), candidate.state_dict(), "after load")
+    target_model = make_model(seed=99)  # different values, overwritten below
+    copy_params(source_model, target_model)
+    target = target_cls(groups(target_model), lr=0.5, momentum=0.1)  # hyperparameters come from the load
+    target.load_state_dict(saved)
+    (ref_model, reference), (cand_model, candidate) = (
+        ((target_model, target), (source_model, source)) if to_torch else ((source_model, source), (target_model, target))
+    )
+    assert_optimizers_match(reference, candidate, f"{direction}: after load")
+    assert_state_dicts_match(reference.state_dict(), candidate.state_dict(), f"{direction}: after load")
     for step in range(3):
         train_step([(ref_model, reference), (cand_model, candidate)], generator)
-        assert_optimizers_match(reference, candidate, f"continued step {step}")
-
-
-def test_state_dict_torch_to_tritonopt(cpu_path):
-    ref_model, reference, _, _ = make_pair(seed=3)
-    generator = torch.Generator().manual_seed(31)
-    for _ in range(3):
-        train_step([(ref_model, reference)], generator)
-    saved = roundtrip(reference.state_dict())
-
-    cand_model = make_model(seed=98)
-    candidate = tritonopt.SGD(groups(cand_model), lr=0.5, momentum=0.1)
-    copy_params(ref_model, cand_model)
-    candidate.load_state_dict(saved)
-    assert_optimizers_match(reference, candidate, "tritonopt loaded torch's state_dict")
-    assert_state_dicts_match(reference.state_dict(), candidate.state_dict(), "after load")
-    for step in range(3):
-        train_step([(ref_model, reference), (cand_model, candidate)], generator)
-        assert_optimizers_match(reference, candidate, f"continued step {step}")
+        assert_optimizers_match(reference, candidate, f"{direction}: continued step {step}")
 
 
 def test_state_dict_matches_torch_during_training(cpu_path):

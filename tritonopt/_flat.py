@@ -56,11 +56,10 @@ class FlatBucket:
         self.numel = end
         self.flat_params = self._new_buffer()
         self.flat_grads = self._new_buffer()
-        self.param_views = self._views_of(self.flat_params)
         self.grad_views = self._views_of(self.flat_grads)
         self.flat_state: dict[str, torch.Tensor] = {}
         self.state_views: dict[str, list[torch.Tensor]] = {}
-        for p, view in zip(params, self.param_views):
+        for p, view in zip(params, self._views_of(self.flat_params)):
             view.copy_(p.detach())
             p.data = view
         self.data_ptrs = [p.data_ptr() for p in params]

@@ -1,0 +1,181 @@
+"""Ahead-of-time GPU builds of tritonopt's kernels, and what their PTX does with memory.
+
+Used by ``test_gpu_build.py``. Kernels are found generically: every
+``@triton.jit`` function defined in a submodule of ``tritonopt.kernels`` that
+takes a ``BLOCK_SIZE`` constexpr (shared helpers take none). Their arguments
+follow the package's conventions: ``*_ptr`` points at the storage dtype except
+``grad_scale_ptr`` and ``found_inf_ptr`` (float32 scalars), ``n_elements`` is
+the element count, ``tl.int64`` arguments carry float64 bit patterns, and every
+other constexpr is a boolean code-path switch.
+"""
+
+import importlib
+import importlib.util
+import itertools
+import pkgutil
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+import tritonopt.kernels
+from tritonopt.kernels._launch import BLOCK_SIZE, NUM_WARPS
+
+STORAGE_DTYPES = {"float32": "fp32", "float64": "fp64", "bfloat16": "bf16", "float16": "fp16"}
+FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
+# What the runtime gives an aligned tensor or a multiple-of-16 int (``backend.parse_attr("D")``).
+DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
+_COMPILED_PACKAGE = "_tritonopt_kernels_compiled"
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One kernel at one setting of its boolean switches and one storage dtype."""
+
+    module: str
+    kernel: triton.JITFunction
+    flags: tuple[tuple[str, bool], ...]
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        switches = "-".join(name for name, on in self.flags if on) or "none"
+        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}]"
+
+
+def compiled_kernel_modules() -> list:
+    """Fresh copies of ``tritonopt.kernels``' submodules, decorated with the interpreter off.
+
+    Whether ``@triton.jit`` yields an interpreted function is decided when it
+    decorates; the test session imports ``tritonopt.kernels`` under
+    ``TRITON_INTERPRET=1``, so the compiled kernels come from a second copy of the
+    package, imported under another name.
+    """
+    package_dir = Path(tritonopt.kernels.__file__).parent
+    spec = importlib.util.spec_from_file_location(
+        _COMPILED_PACKAGE, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
+    package = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(triton.knobs.runtime, "interpret", False)
+        patch.setitem(sys.modules, _COMPILED_PACKAGE, package)
+        spec.loader.exec_module(package)
+        return [
+            importlib.import_module(f"{_COMPILED_PACKAGE}.{info.name}")
+            for info in pkgutil.iter_modules([str(package_dir)])
+        ]
+
+
+def kernel_variants() -> list[KernelVariant]:
+    """Every kernel x every combination of its boolean constexprs x every storage dtype."""
+    variants = []
+    for module in compiled_kernel_modules():
+        short_name = module.__name__.rsplit(".", 1)[1]
+        for kernel in vars(module).values():
+            if not (
+                isinstance(kernel, triton.JITFunction)
+                and kernel.fn.__module__ == module.__name__
+                and "BLOCK_SIZE" in kernel.arg_names
+            ):
+                continue
+            switches = [p.name for p in kernel.params if p.is_constexpr and p.name != "BLOCK_SIZE"]
+            for values in itertools.product([False, True], repeat=len(switches)):
+                for dtype in STORAGE_DTYPES:
+                    variants.append(KernelVariant(short_name, kernel, tuple(zip(switches, values)), dtype))
+    return variants
+
+
+def _argument_type(name: str, annotation: str, storage: str) -> str:
+    if name in FLOAT32_SCALAR_POINTERS:
+        return "*fp32"
+    if name.endswith("_ptr"):
+        return f"*{storage}"
+    if name == "n_elements":
+        return "i32"
+    if annotation in ("i64", "int64"):
+        return "i64"
+    raise ValueError(f"argument {name!r} follows none of the kernel argument conventions")
+
+
+def compile_ptx(variant: KernelVariant, capability: int) -> str:
+    """The PTX of ``variant`` for ``sm_<capability>``, with the runtime's alignment attributes."""
+    kernel = variant.kernel
+    constexprs = dict(variant.flags, BLOCK_SIZE=BLOCK_SIZE)
+    signature, attrs = {}, {}
+    for index, param in enumerate(kernel.params):
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+            continue
+        storage = STORAGE_DTYPES[variant.dtype]
+        signature[param.name] = _argument_type(param.name, str(param.annotation), storage)
+        if signature[param.name].startswith("*") or param.name == "n_elements":
+            attrs[(index,)] = DIVISIBLE_BY_16
+    source = ASTSource(
+        kernel,
+        signature,
+        constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()},
+        attrs=attrs,
+    )
+    compiled = triton.compile(
+        source,
+        target=GPUTarget("cuda", capability, 32),
+        options={"num_warps": NUM_WARPS, "enable_fp_fusion": False},
+    )
+    return compiled.asm["ptx"]
+
+
+# --- reading the PTX ---------------------------------------------------------------
+_INSTRUCTION = re.compile(r"^\s*(?:@!?%\w+\s+)?(?P<opcode>[a-z][\w.]*)\s+(?P<operands>[^;]*);", re.M)
+_REGISTER = re.compile(r"%[a-z]+\d+")
+_KERNEL_PARAM = re.compile(r"\[\s*\w+_param_(\d+)\s*\]")
+_VECTOR = re.compile(r"\.v(\d)")
+_BITS = re.compile(r"\.[bsuf](\d+)$")
+
+
+@dataclass(frozen=True)
+class GlobalAccess:
+    """One ``ld.global``/``st.global`` and the kernel arguments its address comes from."""
+
+    instruction: str
+    width_bytes: int
+    arguments: frozenset[int]
+
+
+def global_accesses(ptx: str) -> list[GlobalAccess]:
+    """Global loads and stores, each traced back to the kernel parameters of its address.
+
+    Registers are followed through every instruction that writes one (the first
+    operand; stores and branches write none) from ``ld.param`` of a kernel
+    parameter; PTX parameter ``i`` is the kernel's ``i``-th non-constexpr argument.
+    """
+    origins: dict[str, frozenset[int]] = {}
+    accesses = []
+    for match in _INSTRUCTION.finditer(ptx):
+        opcode, operands = match["opcode"], match["operands"]
+        if opcode.startswith(("ld.global", "st.global")):
+            address = re.search(r"\[\s*(%\w+)", operands)[1]
+            vector = _VECTOR.search(opcode)
+            width = (int(vector[1]) if vector else 1) * int(_BITS.search(opcode)[1]) // 8
+            accesses.append(GlobalAccess(match[0].strip(), width, origins.get(address, frozenset())))
+        if opcode.startswith(("st.", "bra", "ret")):
+            continue
+        registers = _REGISTER.findall(operands)
+        if opcode.startswith("ld.global"):
+            continue  # loaded values are data, not addresses
+        parameter = _KERNEL_PARAM.search(operands)
+        if opcode.startswith("ld.param") and parameter and registers:
+            origins[registers[0]] = frozenset([int(parameter[1])])
+        elif registers:
+            sources = [origins.get(r, frozenset()) for r in registers[1:]]
+            origins[registers[0]] = frozenset().union(*sources)
+    return accesses
+
+
+def uses_local_memory(ptx: str) -> bool:
+    """Local memory in PTX means a stack frame: spilled or dynamically indexed registers."""
+    return re.search(r"\.local\b|\b(?:ld|st)\.local", ptx) is not None

@@ -48,3 +48,40 @@ def store_rounded(pointer, offsets, values, mask):
     else:
         values = values.to(storage_dtype)
     tl.store(pointer + offsets, values, mask=mask)
+
+
+@triton.jit
+def divide(numerator, denominator):
+    """IEEE division (as torch computes it): fp32 ``/`` compiles to an approximate divide."""
+    if numerator.dtype == tl.float32:
+        return tl.div_rn(numerator, denominator)
+    return numerator / denominator
+
+
+@triton.jit
+def square_root(values):
+    """IEEE square root: fp32 ``tl.sqrt`` compiles to an approximate one."""
+    if values.dtype == tl.float32:
+        return tl.sqrt_rn(values)
+    return tl.sqrt(values)
+
+
+@triton.jit
+def active_elements(n_elements, found_inf_ptr, HAS_FOUND_INF: tl.constexpr):
+    """``n_elements``, or 0 when GradScaler found inf/NaN grads: a skipped step moves no memory."""
+    if HAS_FOUND_INF:
+        n_elements = tl.where(tl.load(found_inf_ptr) == 0, n_elements, 0)
+    return n_elements
+
+
+@triton.jit
+def load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE: tl.constexpr):
+    """The gradient in the compute dtype, unscaled in place by GradScaler's scale when given.
+
+    torch's fused optimizers leave the unscaled gradient in ``.grad``; so does this.
+    """
+    grad = load_upcast(grad_ptr, offsets, mask)
+    if HAS_GRAD_SCALE:
+        grad = divide(grad, tl.load(grad_scale_ptr).to(grad.dtype))
+        store_rounded(grad_ptr, offsets, grad, mask)
+    return grad

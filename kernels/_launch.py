@@ -25,3 +25,12 @@ def float_bits(value: float) -> int:
     compute dtype there (fp32: exactly torch's ``float(value)`` rounding).
     """
     return struct.unpack("q", struct.pack("d", float(value)))[0]
+
+
+def scaling_arguments(flat_grads, grad_scale, found_inf) -> tuple:
+    """GradScaler's ``grad_scale`` and ``found_inf`` pointers; absent ones point at the
+    gradients and are never read (their ``HAS_*`` flag is off)."""
+    return (
+        flat_grads if grad_scale is None else grad_scale,
+        flat_grads if found_inf is None else found_inf,
+    )

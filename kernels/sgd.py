@@ -4,8 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._elementwise import hyperparameter, load_upcast, store_rounded
-from ._launch import BLOCK_SIZE, NUM_WARPS, float_bits, grid
+from ._elementwise import active_elements, hyperparameter, load_grad, load_upcast, store_rounded
+from ._launch import BLOCK_SIZE, NUM_WARPS, float_bits, grid, scaling_arguments
 
 # Runtime arguments that change between steps: never specialised on, never recompiled for.
 HYPERPARAMETERS = ["lr_bits", "weight_decay_bits", "momentum_bits", "grad_weight_bits"]
@@ -16,6 +16,8 @@ def _sgd_kernel(
     param_ptr,
     grad_ptr,
     momentum_buffer_ptr,
+    grad_scale_ptr,
+    found_inf_ptr,
     n_elements,
     lr_bits: tl.int64,
     weight_decay_bits: tl.int64,
@@ -26,6 +28,8 @@ def _sgd_kernel(
     FIRST_STEP: tl.constexpr,
     NESTEROV: tl.constexpr,
     MAXIMIZE: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr,
+    HAS_FOUND_INF: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
     """One SGD step over ``n_elements`` of three same-dtype flat buffers.
@@ -35,7 +39,8 @@ def _sgd_kernel(
     ``_single_tensor_sgd`` computed in fp32 (fp64 for float64) and rounded once
     to the storage dtype:
 
-        g = -grad if MAXIMIZE else grad
+        g = grad / grad_scale                            if HAS_GRAD_SCALE
+        g = -g if MAXIMIZE else g
         g = g + weight_decay * param                     if HAS_WEIGHT_DECAY
         buf = g if FIRST_STEP else momentum * buf + (1 - dampening) * g
         g = g + momentum * buf if NESTEROV else buf     if HAS_MOMENTUM
@@ -45,12 +50,13 @@ def _sgd_kernel(
     on CPU and CUDA, so fp32 and fp64 results match torch bit for bit in the
     common case whatever the backend's fp-contraction default. ``grad_weight``
     is ``1 - dampening``, computed by the caller in double as torch does.
-    Hyperparameters arrive as float64 bit patterns (see ``float_bits``).
+    Hyperparameters arrive as float64 bit patterns (see ``float_bits``). With
+    ``HAS_FOUND_INF`` nothing is read or written when ``found_inf`` is nonzero.
     """
     offsets = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offsets < n_elements
+    mask = offsets < active_elements(n_elements, found_inf_ptr, HAS_FOUND_INF)
     param = load_upcast(param_ptr, offsets, mask)
-    grad = load_upcast(grad_ptr, offsets, mask)
+    grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
     compute_dtype: tl.constexpr = param.dtype
     if MAXIMIZE:
         grad = -grad
@@ -77,7 +83,7 @@ def _sgd_kernel(
 def sgd_update(
     flat_params: torch.Tensor,
     flat_grads: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     *,
     lr: float,
     weight_decay: float,
@@ -86,11 +92,16 @@ def sgd_update(
     nesterov: bool,
     maximize: bool,
     first_step: bool,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     """Apply one SGD step in place to contiguous 1-D buffers of one real float dtype.
 
     ``momentum_buffer`` is required when ``momentum != 0``; with ``first_step``
     it is only written (initialised to the decayed, signed gradient).
+    ``grad_scale`` and ``found_inf`` are GradScaler's one-element float32 tensors
+    on the buffers' device: gradients are divided by ``grad_scale`` (and left
+    unscaled in ``flat_grads``), and nothing changes when ``found_inf`` is nonzero.
     """
     n_elements = flat_params.numel()
     if n_elements == 0:
@@ -102,6 +113,7 @@ def sgd_update(
         flat_params,
         flat_grads,
         momentum_buffer if has_momentum else flat_grads,
+        *scaling_arguments(flat_grads, grad_scale, found_inf),
         n_elements,
         float_bits(lr),
         float_bits(weight_decay),
@@ -112,6 +124,8 @@ def sgd_update(
         FIRST_STEP=has_momentum and first_step,
         NESTEROV=has_momentum and nesterov,
         MAXIMIZE=maximize,
+        HAS_GRAD_SCALE=grad_scale is not None,
+        HAS_FOUND_INF=found_inf is not None,
         BLOCK_SIZE=BLOCK_SIZE,
         num_warps=NUM_WARPS,
         enable_fp_fusion=False,

@@ -1,20 +1,26 @@
 """The flat-buffer engine: a ``torch.optim.Optimizer`` whose groups live in flat buffers.
 
-Subclasses declare their per-element state (``state_keys``), when a group needs
-it (``_uses_state``) and how a segment is updated (``_update``); the engine owns
-flattening, gradient gathering, state exposure through ``self.state``, staleness
-checks and the split of a bucket into launches.
+A concrete optimizer declares its update functions (a Triton kernel launcher
+and a plain-torch one with the same contract), the per-element state buffers a
+group's step uses (``_state_buffers``), whether it counts steps per parameter
+(``counts_steps``), when a parameter's state starts afresh (``_fresh``) and how a
+group's hyperparameters become update arguments (``_update_arguments``). The
+engine owns flattening, gradient gathering, state exposure through
+``self.state``, step counts, GradScaler's scale and inf flag, staleness checks
+and the split of a bucket into launches.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 from operator import is_
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.optim import Optimizer
 
-from ._flat import FlatBucket, Segment
+from . import _backend
+from ._flat import FlatBucket
 
 
 @dataclass
@@ -33,22 +39,36 @@ class _FlatGroup:
 class FlatOptimizer(Optimizer):
     """Base of tritonopt's optimizers (see ``tritonopt.SGD`` for the user-facing contract)."""
 
-    state_keys: tuple[str, ...] = ()
+    # --- what a concrete optimizer declares ---------------------------------------
+    kernel_update: ClassVar[Callable[..., None]]
+    """The Triton launcher: ``(flat_params, flat_grads, **state_buffers, **arguments)``."""
+    torch_update: ClassVar[Callable[..., None]]
+    """The plain-torch update with the same contract, for devices without the kernels."""
+    state_buffer_keys: ClassVar[tuple[str, ...]] = ()
+    """Every per-element state key the optimizer keeps; each lives in a flat buffer."""
+    counts_steps: ClassVar[bool] = False
+    """Whether ``state[p]['step']`` counts each parameter's steps (passed as ``step``)."""
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        self._flat_groups: list[_FlatGroup | None] = []
-        super().__init__(params, defaults)
-
-    # --- what a concrete optimizer provides -------------------------------------
-    def _uses_state(self, group: dict[str, Any]) -> bool:
-        """Whether a step of ``group`` reads and writes the ``state_keys`` buffers."""
+    def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The keys of ``state_buffer_keys`` a step of ``group`` reads and writes."""
         raise NotImplementedError
 
-    def _update(self, group: dict[str, Any], segment: Segment, first_step: bool) -> None:
-        """Apply one step to ``segment``; ``first_step`` means its state is uninitialised."""
+    def _fresh(self, entry: dict[str, Any]) -> bool:
+        """Whether a parameter's state is (re)created zeroed at this step, as torch does."""
+        return not entry
+
+    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
+        """The update's keyword arguments for ``group``; ``fresh`` as ``_fresh`` said."""
         raise NotImplementedError
 
     # --- torch.optim.Optimizer API ----------------------------------------------
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._flat_groups: list[_FlatGroup | None] = []
+        super().__init__(params, defaults)
+        # GradScaler passes its scale and inf flag (as ``grad_scale``/``found_inf``)
+        # instead of unscaling and checking the gradients itself.
+        self._step_supports_amp_scaling = True
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         try:
@@ -75,6 +95,8 @@ class FlatOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
         entries = self._state_entries()
         for index, group in enumerate(self.param_groups):
             if group.get("differentiable", False):
@@ -82,8 +104,13 @@ class FlatOptimizer(Optimizer):
                     f"{type(self).__name__} does not support differentiable=True: "
                     "its update runs in a kernel outside autograd"
                 )
-            for bucket in self._flat_group(index).buckets:
-                self._step_bucket(group, bucket, entries)
+            # Every check that can raise runs for the whole group before anything
+            # changes, as in torch's ``_init_group``.
+            prepared = [(bucket, self._prepare_bucket(group, bucket, entries)) for bucket in self._flat_group(index).buckets]
+            for bucket, (has_grad, fresh) in prepared:
+                self._step_bucket(
+                    group, bucket, has_grad, fresh, _on(grad_scale, bucket.device), _on(found_inf, bucket.device)
+                )
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -116,7 +143,7 @@ class FlatOptimizer(Optimizer):
         buckets = []
         entries = self._state_entries()
         for params in by_device_dtype.values():
-            bucket = FlatBucket(params, self.state_keys)
+            bucket = FlatBucket(params)
             self._adopt_state(bucket, entries)
             buckets.append(bucket)
         return _FlatGroup(list(group["params"]), buckets)
@@ -131,79 +158,119 @@ class FlatOptimizer(Optimizer):
         return {id(param): entry for param, entry in self.state.items()}
 
     def _adopt_state(self, bucket: FlatBucket, entries: dict[int, dict[str, Any]]) -> None:
-        """Copy state tensors that live outside the bucket into it and expose its views."""
+        """Move state tensors that live outside the bucket (loaded, or from an older
+        bucket) into it, and expose its views in their place."""
         for index, p in enumerate(bucket.params):
-            self._has_state(bucket, index, p, entries.get(id(p)))
+            entry = entries.get(id(p))
+            if entry:
+                keys = [key for key in self._bucket_keys() if entry.get(key) is not None]
+                self._adopt_entry(bucket, index, p, entry, keys)
 
-    def _has_state(
-        self, bucket: FlatBucket, index: int, param: torch.Tensor, entry: dict[str, Any] | None
-    ) -> bool:
-        """Whether ``param`` has all its state; foreign state tensors are moved into the bucket."""
-        if not entry:
-            return False
-        present = True
-        for key in self.state_keys:
-            value = entry.get(key)
-            if value is None:
-                present = False
-                continue
-            view = bucket.state_view(key, index)
-            if value is not view:
-                _check_state_tensor(key, value, param)
-                view.copy_(value)
-                entry[key] = view
-        return present
+    def _bucket_keys(self) -> tuple[str, ...]:
+        return self.state_buffer_keys + ("step",) if self.counts_steps else self.state_buffer_keys
 
-    def _step_bucket(
-        self, group: dict[str, Any], bucket: FlatBucket, entries: dict[int, dict[str, Any]]
+    def _adopt_entry(
+        self, bucket: FlatBucket, index: int, param: torch.Tensor, entry: dict[str, Any], keys: list[str]
     ) -> None:
-        has_grad = bucket.gather_grads()
-        if self._uses_state(group):
-            initialised = self._initialise_state(bucket, has_grad, [entries.get(id(p)) for p in bucket.params])
-        else:
-            initialised = [True] * len(has_grad)
-        # One launch per run of consecutive parameters with a gradient and the same
-        # state status: a single launch for the whole bucket in the steady state.
-        index = 0
-        for (grad, ready), run in groupby(zip(has_grad, initialised)):
-            length = len(list(run))
-            if grad:
-                self._update(group, bucket.segment(index, index + length), not ready)
-            index += length
-
-    def _initialise_state(
-        self, bucket: FlatBucket, has_grad: list[bool], param_entries: list[dict[str, Any] | None]
-    ) -> list[bool]:
-        """Per parameter, whether its state existed before this step (True where it has
-        no gradient). Parameters taking their first step get views of the flat state."""
-        if _state_in_place(bucket, has_grad, param_entries):
-            return [True] * len(has_grad)
-        initialised = [
-            self._has_state(bucket, i, p, entry) if grad else True
-            for i, (p, grad, entry) in enumerate(zip(bucket.params, has_grad, param_entries))
-        ]
-        for i, (p, grad, ready) in enumerate(zip(bucket.params, has_grad, initialised)):
-            if grad and not ready:
-                entry = self.state[p]
-                for key in self.state_keys:
-                    entry[key] = bucket.state_view(key, i)
-        return initialised
+        """Make ``entry[key]`` the bucket's view for each of ``keys``, copying foreign values in."""
+        for key in keys:
+            value = entry[key]
+            view = bucket.step_view(index) if key == "step" else bucket.state_view(key, index)
+            if value is not view:
+                if key == "step":
+                    view.fill_(float(value))
+                else:
+                    _check_state_tensor(key, value, param)
+                    view.copy_(value)
+                entry[key] = view
 
     def _check_loaded_state(self, state: dict[Any, Any]) -> None:
         for param, entry in state.items():
             if isinstance(param, torch.Tensor) and isinstance(entry, dict):
-                for key in self.state_keys:
+                for key in self.state_buffer_keys:
                     if entry.get(key) is not None:
                         _check_state_tensor(key, entry[key], param)
 
+    def _prepare_bucket(
+        self, group: dict[str, Any], bucket: FlatBucket, entries: dict[int, dict[str, Any]]
+    ) -> tuple[list[bool], list[bool]]:
+        """Gather the bucket's gradients and state: which parameters have a gradient,
+        and which of those start their state at this step."""
+        has_grad = bucket.gather_grads()
+        keys = self._state_buffers(group)
+        if not (keys or self.counts_steps):
+            return has_grad, [False] * len(has_grad)
+        param_entries = [entries.get(id(p)) for p in bucket.params]
+        step_keys = keys + ("step",) if self.counts_steps else keys
+        if _state_in_place(bucket, step_keys, has_grad, param_entries):
+            return has_grad, [False] * len(has_grad)
+        fresh = []
+        for index, (p, grad, entry) in enumerate(zip(bucket.params, has_grad, param_entries)):
+            if not grad:
+                fresh.append(False)
+                continue
+            if entry is None:
+                entry = self.state[p]
+            is_fresh = self._fresh(entry)
+            if is_fresh:
+                for key in keys:
+                    entry[key] = bucket.state_view(key, index).zero_()
+                if self.counts_steps:
+                    entry["step"] = bucket.step_view(index).zero_()
+            else:
+                missing = [key for key in step_keys if key not in entry]
+                if missing:
+                    raise KeyError(missing[0])  # torch's state lookup raises the same
+                self._adopt_entry(bucket, index, p, entry, list(step_keys))
+            fresh.append(is_fresh)
+        return has_grad, fresh
+
+    def _step_bucket(
+        self,
+        group: dict[str, Any],
+        bucket: FlatBucket,
+        has_grad: list[bool],
+        fresh: list[bool],
+        grad_scale: torch.Tensor | None,
+        found_inf: torch.Tensor | None,
+    ) -> None:
+        keys = self._state_buffers(group)
+        steps = bucket.advance_steps(has_grad) if self.counts_steps else [None] * len(has_grad)
+        update = self.kernel_update if _backend.uses_triton(bucket.device) else self.torch_update
+        # One launch per run of consecutive parameters with a gradient, the same state
+        # status and step count: a single launch for the whole bucket in the steady state.
+        index = 0
+        for (grad, is_fresh, step), run in groupby(zip(has_grad, fresh, steps)):
+            length = len(list(run))
+            if grad:
+                segment = bucket.segment(index, index + length)
+                arguments = self._update_arguments(group, is_fresh)
+                if step is not None:
+                    arguments["step"] = step
+                update(
+                    segment.params,
+                    segment.grads,
+                    **{key: segment.state[key] for key in keys},
+                    **arguments,
+                    grad_scale=grad_scale,
+                    found_inf=found_inf,
+                )
+            index += length
+        if self.counts_steps and found_inf is not None:
+            bucket.retract_steps(has_grad, found_inf)
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device, non_blocking=True)
+
 
 def _state_in_place(
-    bucket: FlatBucket, has_grad: list[bool], param_entries: list[dict[str, Any] | None]
+    bucket: FlatBucket, keys: tuple[str, ...], has_grad: list[bool], param_entries: list[dict[str, Any] | None]
 ) -> bool:
     """The steady state: every parameter with a gradient holds the bucket's own views."""
-    for key in bucket.state_keys:
-        views = bucket.state_views.get(key)
-        if views is None or not all(
+    for key in keys:
+        views = bucket.step_views if key == "step" else bucket.state_views.get(key)
+        if not views or not all(
             not grad or (entry is not None and entry.get(key) is view)
             for grad, entry, view in zip(has_grad, param_entries, views)
         ):

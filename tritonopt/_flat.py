@@ -38,15 +38,14 @@ def _real_1d(flat: torch.Tensor) -> torch.Tensor:
 class FlatBucket:
     """Parameters of one group and one (device, dtype), flattened into shared buffers.
 
-    ``state_keys`` names the per-element optimizer state (``momentum_buffer`` for
-    SGD); its flat buffers are allocated on first use.
+    Per-element optimizer state (``momentum_buffer``, ``exp_avg``, ...) gets a flat
+    buffer per key on first use, and per-parameter step counts one host buffer.
     """
 
-    def __init__(self, params: list[torch.Tensor], state_keys: tuple[str, ...]):
+    def __init__(self, params: list[torch.Tensor]):
         self.params = params
         self.device = params[0].device
         self.dtype = params[0].dtype
-        self.state_keys = state_keys
         self.offsets: list[int] = []
         self.strides = [_dense_strides(p) for p in params]
         end = 0
@@ -59,6 +58,8 @@ class FlatBucket:
         self.grad_views = self._views_of(self.flat_grads)
         self.flat_state: dict[str, torch.Tensor] = {}
         self.state_views: dict[str, list[torch.Tensor]] = {}
+        self.flat_steps: torch.Tensor | None = None
+        self.step_views: list[torch.Tensor] = []
         for p, view in zip(params, self._views_of(self.flat_params)):
             view.copy_(p.detach())
             p.data = view
@@ -79,6 +80,30 @@ class FlatBucket:
             self.flat_state[key] = self._new_buffer()
             self.state_views[key] = self._views_of(self.flat_state[key])
         return self.state_views[key][index]
+
+    def step_view(self, index: int) -> torch.Tensor:
+        """Parameter ``index``'s step count, a 0-dim view of one host buffer for the bucket.
+
+        Counts live on the CPU in torch's scalar dtype, as torch keeps them for
+        non-fused optimizers: reading them to pick a launch costs no device sync.
+        """
+        if self.flat_steps is None:
+            self.flat_steps = torch.zeros(len(self.params), dtype=_scalar_dtype())
+            self.step_views = list(self.flat_steps.unbind())
+        return self.step_views[index]
+
+    def advance_steps(self, has_grad: list[bool]) -> list[float | None]:
+        """Count one step for each parameter with a gradient; their new counts (None elsewhere)."""
+        self.step_view(0)
+        if all(has_grad):
+            self.flat_steps += 1
+        else:
+            self.flat_steps[torch.tensor(has_grad)] += 1
+        return [count if grad else None for count, grad in zip(self.flat_steps.tolist(), has_grad)]
+
+    def retract_steps(self, has_grad: list[bool], found_inf: torch.Tensor) -> None:
+        """Take back the counted step where GradScaler skipped it (``found_inf`` nonzero)."""
+        self.flat_steps[torch.tensor(has_grad)] -= found_inf.to(self.flat_steps)
 
     def is_current(self) -> bool:
         """False when a parameter no longer aliases this bucket (``p.data = ...``, ``module.to``)."""
@@ -134,6 +159,11 @@ class FlatBucket:
             grads=_real_1d(self.flat_grads[begin:end]),
             state={key: _real_1d(flat[begin:end]) for key, flat in self.flat_state.items()},
         )
+
+
+def _scalar_dtype() -> torch.dtype:
+    """torch's dtype for step counts: float64 under a float64 default dtype, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _check_grad(param: torch.Tensor, grad: torch.Tensor) -> None:

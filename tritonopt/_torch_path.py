@@ -1,22 +1,38 @@
-"""The plain-torch update for devices the Triton kernels do not run on (CPU by default).
+"""The plain-torch updates for devices the Triton kernels do not run on (CPU by default).
 
-It applies torch's own fused SGD op (what ``torch.optim.SGD(fused=True)`` calls)
-to the same flat buffers the kernels use: one fused pass per segment, bit-equal
-to torch's for-loop in fp32 and fp64. bf16/fp16 segments are updated through
-fp32 copies and rounded once, the kernels' numerics, because torch 2.13's CPU
-``_fused_sgd_`` gives wrong results for 16-bit tensors (errors of 0.3 on values
-of order 1, checked in ``tests/test_kernels.py``).
+Each applies torch's own fused op (what ``torch.optim.SGD(fused=True)`` and
+``torch.optim.Adam(fused=True)`` call) to the same flat buffers the kernels use,
+with the kernels' contracts: one fused pass per segment, GradScaler's scale and
+inf flag handled inside it. bf16/fp16 segments are updated through fp32 copies
+and rounded once, the kernels' numerics, because torch 2.13's CPU fused ops give
+wrong results for 16-bit tensors (errors of 0.3 on values of order 1, checked in
+``tests/test_kernels.py``).
 """
+
+from contextlib import contextmanager
 
 import torch
 
 _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
 
+@contextmanager
+def _computed_in_fp32(*buffers: torch.Tensor | None):
+    """Yield ``buffers`` as fp32 copies when they are 16-bit, and write the results back."""
+    if buffers[0].dtype not in _ROUNDED_ONCE:
+        yield buffers
+        return
+    computed = tuple(None if b is None else b.float() for b in buffers)
+    yield computed
+    for buffer, value in zip(buffers, computed):
+        if buffer is not None:
+            buffer.copy_(value)
+
+
 def sgd_update(
     flat_params: torch.Tensor,
     flat_grads: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
+    momentum_buffer: torch.Tensor | None = None,
     *,
     lr: float,
     weight_decay: float,
@@ -25,30 +41,74 @@ def sgd_update(
     nesterov: bool,
     maximize: bool,
     first_step: bool,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     """Same contract as ``tritonopt.kernels.sgd.sgd_update``."""
     if flat_params.numel() == 0:
         return
     has_momentum = momentum != 0
-    buffers = [momentum_buffer] if has_momentum else []
-    if flat_params.dtype in _ROUNDED_ONCE:
-        params, grads = flat_params.float(), flat_grads.float()
-        computed = [b.float() for b in buffers]
-    else:
-        params, grads, computed = flat_params, flat_grads, buffers
-    torch._fused_sgd_(
-        [params],
-        [grads],
-        computed,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        lr=lr,
-        dampening=dampening,
-        nesterov=nesterov,
-        maximize=maximize,
-        is_first_step=has_momentum and first_step,
-    )
-    if params is not flat_params:
-        flat_params.copy_(params)
-        for buffer, value in zip(buffers, computed):
-            buffer.copy_(value)
+    with _computed_in_fp32(flat_params, flat_grads, momentum_buffer if has_momentum else None) as (
+        params,
+        grads,
+        buffer,
+    ):
+        torch._fused_sgd_(
+            [params],
+            [grads],
+            [buffer] if has_momentum else [],
+            weight_decay=weight_decay,
+            momentum=momentum,
+            lr=lr,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            is_first_step=has_momentum and first_step,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
+
+
+def adam_update(
+    flat_params: torch.Tensor,
+    flat_grads: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    max_exp_avg_sq: torch.Tensor | None = None,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
+) -> None:
+    """Same contract as ``tritonopt.kernels.adam.adam_update``."""
+    if flat_params.numel() == 0:
+        return
+    update = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    with _computed_in_fp32(
+        flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None
+    ) as (params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        update(
+            [params],
+            [grads],
+            [exp_avg],
+            [exp_avg_sq],
+            [max_exp_avg_sq] if amsgrad else [],
+            [torch.tensor(float(step), dtype=torch.float32, device=params.device)],
+            amsgrad=amsgrad,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=maximize,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )

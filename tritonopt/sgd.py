@@ -4,9 +4,8 @@ from typing import Any
 
 import torch
 
-from . import _backend, _torch_path
+from . import _torch_path
 from ._engine import FlatOptimizer
-from ._flat import Segment
 from .kernels import sgd as sgd_kernels
 
 
@@ -43,7 +42,9 @@ class SGD(FlatOptimizer):
     * A parameter listed twice in one group is an error (torch only warns).
     """
 
-    state_keys = ("momentum_buffer",)
+    kernel_update = staticmethod(sgd_kernels.sgd_update)
+    torch_update = staticmethod(_torch_path.sgd_update)
+    state_buffer_keys = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -98,24 +99,19 @@ class SGD(FlatOptimizer):
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
 
-    def _uses_state(self, group: dict[str, Any]) -> bool:
-        return group["momentum"] != 0
+    def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self.state_buffer_keys if group["momentum"] != 0 else ()
 
-    def _update(self, group: dict[str, Any], segment: Segment, first_step: bool) -> None:
-        update = (
-            sgd_kernels.sgd_update
-            if _backend.uses_triton(segment.params.device)
-            else _torch_path.sgd_update
-        )
-        update(
-            segment.params,
-            segment.grads,
-            segment.state.get("momentum_buffer"),
-            lr=float(group["lr"]),
-            weight_decay=float(group["weight_decay"]),
-            momentum=float(group["momentum"]),
-            dampening=float(group["dampening"]),
-            nesterov=bool(group["nesterov"]),
-            maximize=bool(group["maximize"]),
-            first_step=first_step,
-        )
+    def _fresh(self, entry: dict[str, Any]) -> bool:
+        return entry.get("momentum_buffer") is None
+
+    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
+        return {
+            "lr": float(group["lr"]),
+            "weight_decay": float(group["weight_decay"]),
+            "momentum": float(group["momentum"]),
+            "dampening": float(group["dampening"]),
+            "nesterov": bool(group["nesterov"]),
+            "maximize": bool(group["maximize"]),
+            "first_step": fresh,
+        }

@@ -6,6 +6,7 @@ import torch
 
 from . import _torch_path
 from ._engine import FlatOptimizer
+from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import sgd as sgd_kernels
 
 
@@ -60,23 +61,12 @@ class SGD(FlatOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_lr(lr)
+        check_non_negative("momentum", momentum)
+        check_non_negative("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        if differentiable:
-            raise RuntimeError(
-                "tritonopt.SGD does not support differentiable=True: "
-                "its update runs in a kernel outside autograd"
-            )
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        check_paths("SGD", foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,

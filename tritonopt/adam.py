@@ -1,0 +1,160 @@
+"""tritonopt.Adam and tritonopt.AdamW: torch.optim.Adam's and AdamW's semantics over flat buffers."""
+
+from typing import Any
+
+import torch
+
+from . import _torch_path
+from ._engine import FlatOptimizer
+from ._hyperparameters import check_lr, check_non_negative, check_paths
+from .kernels import adam as adam_kernels
+
+
+class Adam(FlatOptimizer):
+    r"""Adam, a drop-in for ``torch.optim.Adam`` (L2 weight decay, or decoupled with
+    ``decoupled_weight_decay=True``, which is AdamW).
+
+    The update is torch's, parameter by parameter, with ``step`` counted per
+    parameter (a parameter that first gets a gradient late starts at step 1)::
+
+        g = -grad if maximize else grad
+        param = param * (1 - lr * weight_decay)     (decoupled weight decay)
+        g = g + weight_decay * param                (L2 weight decay)
+        exp_avg = lerp(exp_avg, g, 1 - beta1)
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+        max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)     (amsgrad; used below)
+        param = param - lr / (1 - beta1**step) * exp_avg
+                        / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+
+    State is torch's: ``step`` (a 0-dim float32 CPU tensor), ``exp_avg``,
+    ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``, so ``state_dict``
+    interchanges with torch both ways; switching amsgrad on for parameters that
+    already have state raises ``KeyError`` at ``step``, as torch does.
+
+    As for ``tritonopt.SGD``: parameters, gradients and state live in one flat
+    buffer per (group, device, dtype); parameters with the same step count
+    update in one launch; GradScaler's scale and inf flag are applied inside
+    it (on CUDA, the step counts then cost one copy of the inf flag to the host
+    per step); ``foreach`` and ``fused`` are recorded only; ``capturable`` and
+    ``differentiable`` are rejected; bf16/fp16 are computed in fp32 and rounded
+    once per buffer per step.
+    """
+
+    kernel_update = staticmethod(adam_kernels.adam_update)
+    torch_update = staticmethod(_torch_path.adam_update)
+    state_buffer_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    counts_steps = True
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check_lr(lr)
+        check_non_negative("epsilon", eps)
+        for index, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        check_non_negative("weight_decay", weight_decay)
+        if isinstance(betas[0], torch.Tensor) != isinstance(betas[1], torch.Tensor):
+            raise ValueError("betas must be either both floats or both Tensors")
+        for index, beta in enumerate(betas):
+            if isinstance(beta, torch.Tensor) and beta.numel() != 1:
+                raise ValueError(f"Tensor betas[{index}] must be 1-element")
+        check_paths(type(self).__name__, foreach=foreach, fused=fused, differentiable=differentiable)
+        if capturable:
+            raise ValueError(
+                f"tritonopt.{type(self).__name__} does not support capturable=True: its step "
+                "counts live on the host, where they choose each launch's bias corrections"
+            )
+        defaults = {
+            "lr": lr,
+            "betas": tuple(b.squeeze() if isinstance(b, torch.Tensor) else b for b in betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+
+    def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self.state_buffer_keys if group["amsgrad"] else self.state_buffer_keys[:2]
+
+    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        return {
+            "lr": float(group["lr"]),
+            "beta1": float(beta1),
+            "beta2": float(beta2),
+            "eps": float(group["eps"]),
+            "weight_decay": float(group["weight_decay"]),
+            "decoupled_weight_decay": bool(group["decoupled_weight_decay"]),
+            "amsgrad": bool(group["amsgrad"]),
+            "maximize": bool(group["maximize"]),
+        }
+
+
+class AdamW(Adam):
+    """AdamW, a drop-in for ``torch.optim.AdamW``: ``tritonopt.Adam`` with decoupled weight decay."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

@@ -61,6 +61,8 @@ class Adam(FlatOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
+        if isinstance(lr, torch.Tensor) and foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         check_lr(lr)
         check_non_negative("epsilon", eps)
         for index, beta in enumerate(betas):
@@ -70,6 +72,10 @@ class Adam(FlatOptimizer):
         if isinstance(betas[0], torch.Tensor) != isinstance(betas[1], torch.Tensor):
             raise ValueError("betas must be either both floats or both Tensors")
         for index, beta in enumerate(betas):
+            if isinstance(beta, torch.Tensor) and foreach and not capturable:
+                raise ValueError(
+                    f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True"
+                )
             if isinstance(beta, torch.Tensor) and beta.numel() != 1:
                 raise ValueError(f"Tensor betas[{index}] must be 1-element")
         check_paths(type(self).__name__, foreach=foreach, fused=fused, differentiable=differentiable)

@@ -1,21 +1,28 @@
-"""Train the optimizer tutorial's LeNet with tritonopt.SGD and torch.optim.SGD side by side.
+"""Train with tritonopt and torch.optim side by side, checking parity at every step.
 
-Run as ``python -m tritonopt.demo [--steps N] [--seed S]``. Two identical copies
-of the model see the same fixed synthetic batch (random 3x32x32 images, random
-labels, cross-entropy); each copy is trained by one optimizer with the
-tutorial's per-subnet learning rates, momentum and weight decay, and both
-learning rates are decayed by ``param_group['lr'] *= 0.1`` halfway through.
-The demo prints the per-step losses and the largest parameter difference, the
-median ``step()`` times, and exits nonzero unless every parameter matches
-torch's under ``torch.testing.assert_close``.
+Run as ``python -m tritonopt.demo [--steps N] [--seed S] [--only sgd|adamw]``.
+Two runs, each on two identical copies of a model that see the same fixed
+synthetic batch (random inputs, random labels, cross-entropy):
+
+1. SGD: the optimizer tutorial's LeNet with per-subnet learning rates, momentum
+   and weight decay; both learning rates are decayed by
+   ``param_group['lr'] *= 0.1`` halfway through.
+2. AdamW, finetuning style: a small MLP with LayerNorm, two groups (weight decay
+   on matrices, none on biases and norms), linear warmup then a cosine schedule
+   (``LambdaLR``).
+
+Each run prints the learning rates, per-step losses and the largest parameter
+difference, and the median ``step()`` times; the demo exits nonzero unless every
+parameter matches torch's under ``torch.testing.assert_close``.
 
 On a GPU the compiled Triton kernels run. On CPU they run in Triton's
 interpreter when ``TRITON_INTERPRET=1`` is set before the import, otherwise
-torch's fused SGD op runs over the same flat buffers.
+torch's fused SGD/AdamW ops run over the same flat buffers.
 """
 
 import argparse
 import copy
+import math
 import statistics
 import sys
 import time
@@ -66,7 +73,32 @@ def param_groups(net: Net) -> list[dict]:
 # that any last-bit difference in one step (on a GPU, torch's own kernels round
 # differently from its CPU for-loop) grows past assert_close's float32 tolerance
 # within a few dozen steps.
-HYPERPARAMETERS = {"lr": 2e-2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
+SGD_HYPERPARAMETERS = {"lr": 2e-2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
+ADAMW_HYPERPARAMETERS = {"lr": 3e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def finetuning_model() -> nn.Module:
+    """A small classifier head with a norm: what the AdamW run finetunes."""
+    return nn.Sequential(nn.Linear(48, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 10))
+
+
+def finetuning_groups(model: nn.Module) -> list[dict]:
+    """The usual finetuning split: weight decay on matrices, none on biases and norms."""
+    return [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.05},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine(warmup: int, total: int):
+    """Linear warmup to the base lr over ``warmup`` steps, then a cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
 
 
 def describe_path(device: torch.device) -> str:
@@ -75,7 +107,7 @@ def describe_path(device: torch.device) -> str:
     if _backend.uses_triton(device):
         return "cpu: Triton kernels in the Triton interpreter (TRITON_INTERPRET=1)"
     return (
-        "cpu: torch's fused SGD op over tritonopt's flat buffers "
+        "cpu: torch's fused ops over tritonopt's flat buffers "
         "(set TRITON_INTERPRET=1 to run the Triton kernels in the interpreter)"
     )
 
@@ -85,77 +117,121 @@ def max_difference(a: nn.Module, b: nn.Module) -> float:
 
 
 def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [group["lr"] for group in optimizer.param_groups]
+    return [round(group["lr"], 8) for group in optimizer.param_groups]
+
+
+def side_by_side(title, net, inputs, labels, optimizers, steps, before_step) -> bool:
+    """Train ``net`` (tritonopt) and a copy (torch) on one batch; True when they match.
+
+    ``optimizers(model, kind)`` builds the optimizer of ``kind`` ("tritonopt" or
+    "torch") for a model; ``before_step(step, optimizer_pair)`` may change the
+    learning rates (returns a line to print, or None).
+    """
+    reference_net = copy.deepcopy(net)
+    pair = (optimizers(net, "tritonopt"), optimizers(reference_net, "torch"))
+    print(f"==== {title}")
+    print(pair[0])
+    print(f"{'step':>4}  {'lrs':>24}  {'tritonopt loss':>14}  {'torch loss':>10}  {'max |param diff|':>16}")
+    times: dict[str, list[float]] = {"tritonopt": [], "torch": []}
+    for step in range(1, steps + 1):
+        line = before_step(step, pair)
+        if line:
+            print(line)
+        losses = []
+        for name, model, opt, set_to_none in (
+            # set_to_none=False: tritonopt's grads stay in its flat buffer and
+            # backward accumulates into them, so no gradient is copied at step().
+            ("tritonopt", net, pair[0], False),
+            ("torch", reference_net, pair[1], True),
+        ):
+            opt.zero_grad(set_to_none=set_to_none)
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+            loss.backward()
+            if inputs.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            opt.step()
+            if inputs.device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+            losses.append(loss.item())
+        lr_text = ", ".join(f"{lr:.2e}" for lr in lrs(pair[0]))
+        print(f"{step:>4}  {lr_text:>24}  {losses[0]:>14.6f}  {losses[1]:>10.6f}  {max_difference(net, reference_net):>16.3e}")
+    for name, samples in times.items():
+        print(f"median step() time, {name:>9}: {statistics.median(samples) * 1e3:8.3f} ms")
+    print(f"final max |param diff|: {max_difference(net, reference_net):.3e}")
+    try:
+        for (name, param), expected in zip(net.named_parameters(), reference_net.parameters()):
+            torch.testing.assert_close(param, expected, msg=lambda m, name=name: f"{name}: {m}")
+    except AssertionError as error:
+        print(f"FAIL: {title}: tritonopt diverged from torch.optim\n{error}\n")
+        return False
+    print(f"OK: all {len(list(net.parameters()))} parameters match torch.optim (assert_close)\n")
+    return True
+
+
+def sgd_run(device: torch.device, steps: int) -> bool:
+    net = Net().to(device)
+    images = torch.randn(64, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (64,), device=device)
+
+    def optimizers(model, kind):
+        optimizer_class = tritonopt.SGD if kind == "tritonopt" else torch.optim.SGD
+        return optimizer_class(param_groups(model), **SGD_HYPERPARAMETERS)
+
+    def decay_halfway(step, pair):
+        if step != steps // 2 + 1:
+            return None
+        before = lrs(pair[0])
+        for opt in pair:
+            for group in opt.param_groups:
+                group["lr"] *= 0.1
+        return f"---- lr decay through param_groups: {before} -> {lrs(pair[0])} (torch: {lrs(pair[1])})"
+
+    title = "SGD: LeNet, features lr 2e-2 and classifier lr 1e-1, momentum 0.9, decay x0.1 halfway"
+    return side_by_side(title, net, images, labels, optimizers, steps, decay_halfway)
+
+
+def adamw_run(device: torch.device, steps: int) -> bool:
+    net = finetuning_model().to(device)
+    inputs = torch.randn(64, 48, device=device)
+    labels = torch.randint(0, 10, (64,), device=device)
+    schedulers = []
+
+    def optimizers(model, kind):
+        optimizer_class = tritonopt.AdamW if kind == "tritonopt" else torch.optim.AdamW
+        optimizer = optimizer_class(finetuning_groups(model), **ADAMW_HYPERPARAMETERS)
+        schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(max(1, steps // 8), steps)))
+        return optimizer
+
+    def schedule(step, pair):
+        if step > 1:
+            for scheduler in schedulers:
+                scheduler.step()
+        return None
+
+    title = "AdamW finetuning: decay 0.05 on matrices, none on biases/norms, warmup + cosine"
+    return side_by_side(title, net, inputs, labels, optimizers, steps, schedule)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tritonopt.demo", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--steps", type=int, default=40, help="training steps (at least 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the model and the data")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per run (at least 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the models and the data")
+    parser.add_argument("--only", choices=["sgd", "adamw"], help="run one of the two runs")
     args = parser.parse_args()
     if args.steps < 2:
-        parser.error("--steps must be at least 2: the lr decay happens halfway")
+        parser.error("--steps must be at least 2: the SGD lr decay happens halfway")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    net = Net().to(device)
-    reference_net = copy.deepcopy(net)
-    images = torch.randn(64, 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (64,), device=device)
-
-    optimizer = tritonopt.SGD(param_groups(net), **HYPERPARAMETERS)
-    reference = torch.optim.SGD(param_groups(reference_net), **HYPERPARAMETERS)
-
     print(f"path: {describe_path(device)}")
-    print(f"torch {torch.__version__}, tritonopt {tritonopt.__version__}")
-    print(optimizer)
-    print()
-    print(f"{'step':>4}  {'tritonopt loss':>14}  {'torch loss':>10}  {'max |param diff|':>16}")
-
-    times: dict[str, list[float]] = {"tritonopt": [], "torch": []}
-    for step in range(1, args.steps + 1):
-        if step == args.steps // 2 + 1:
-            before = lrs(optimizer)
-            for opt in (optimizer, reference):
-                for group in opt.param_groups:
-                    group["lr"] *= 0.1
-            print(f"---- lr decay: lrs {before} -> {lrs(optimizer)} (torch: {lrs(reference)})")
-        losses = []
-        for name, model, opt, set_to_none in (
-            # set_to_none=False: tritonopt's grads stay in its flat buffer and
-            # backward accumulates into them, so no gradient is copied at step().
-            ("tritonopt", net, optimizer, False),
-            ("torch", reference_net, reference, True),
-        ):
-            opt.zero_grad(set_to_none=set_to_none)
-            loss = nn.functional.cross_entropy(model(images), labels)
-            loss.backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-            losses.append(loss.item())
-        difference = max_difference(net, reference_net)
-        print(f"{step:>4}  {losses[0]:>14.6f}  {losses[1]:>10.6f}  {difference:>16.3e}")
-
-    print()
-    for name, samples in times.items():
-        print(f"median step() time, {name:>9}: {statistics.median(samples) * 1e3:8.3f} ms")
-    print(f"final max |param diff|: {max_difference(net, reference_net):.3e}")
-    named = zip(net.named_parameters(), reference_net.parameters())
-    try:
-        for (name, param), expected in named:
-            torch.testing.assert_close(param, expected, msg=lambda m, name=name: f"{name}: {m}")
-    except AssertionError as error:
-        print(f"FAIL: tritonopt.SGD diverged from torch.optim.SGD\n{error}")
-        return 1
-    print(f"OK: all {len(list(net.parameters()))} parameters match torch.optim.SGD (assert_close)")
-    return 0
+    print(f"torch {torch.__version__}, tritonopt {tritonopt.__version__}\n")
+    runs = {"sgd": sgd_run, "adamw": adamw_run}
+    results = [run(device, args.steps) for name, run in runs.items() if args.only in (None, name)]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ and the split of a bucket into launches.
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any, ClassVar
 
 import torch
@@ -153,10 +153,10 @@ class FlatOptimizer(Optimizer):
         """``self.state`` keyed by ``id(param)``.
 
         A tensor-keyed lookup calls the Python-level ``Tensor.__hash__``; on the
-        per-step path, one pass over ``self.state`` and integer lookups cost a
-        fraction of that per parameter.
+        per-step path, building this map and integer lookups (all C-level
+        iteration) cost a fraction of that per parameter.
         """
-        return {id(param): entry for param, entry in self.state.items()}
+        return dict(zip(map(id, self.state), self.state.values()))
 
     def _adopt_state(self, bucket: FlatBucket, entries: dict[int, dict[str, Any]]) -> None:
         """Move state tensors that live outside the bucket (loaded, or from an older
@@ -201,7 +201,7 @@ class FlatOptimizer(Optimizer):
         keys = self._state_buffers(group)
         if not (keys or self.counts_steps):
             return has_grad, [False] * len(has_grad)
-        param_entries = [entries.get(id(p)) for p in bucket.params]
+        param_entries = list(map(entries.get, map(id, bucket.params)))
         step_keys = keys + ("step",) if self.counts_steps else keys
         if _state_in_place(bucket, step_keys, has_grad, param_entries):
             return has_grad, [False] * len(has_grad)
@@ -242,9 +242,12 @@ class FlatOptimizer(Optimizer):
         name = f"tritonopt.{type(self).__name__}/{'triton' if on_triton else 'torch'}/{str(bucket.dtype)[6:]}"
         # One launch per run of consecutive parameters with a gradient, the same state
         # status and step count: a single launch for the whole bucket in the steady state.
+        if all(has_grad) and not any(fresh) and steps.count(steps[0]) == len(steps):
+            runs = [((True, False, steps[0]), len(steps))]
+        else:
+            runs = [(key, len(list(run))) for key, run in groupby(zip(has_grad, fresh, steps))]
         index = 0
-        for (grad, is_fresh, step), run in groupby(zip(has_grad, fresh, steps)):
-            length = len(list(run))
+        for (grad, is_fresh, step), length in runs:
             if grad:
                 segment = bucket.segment(index, index + length)
                 arguments = self._update_arguments(group, is_fresh)
@@ -279,14 +282,25 @@ def _state_in_place(
     bucket: FlatBucket, keys: tuple[str, ...], has_grad: list[bool], param_entries: list[dict[str, Any] | None]
 ) -> bool:
     """The steady state: every parameter with a gradient holds the bucket's own views."""
-    for key in keys:
-        views = bucket.step_views if key == "step" else bucket.state_views.get(key)
-        if not views or not all(
-            not grad or (entry is not None and entry.get(key) is view)
-            for grad, entry, view in zip(has_grad, param_entries, views)
-        ):
+    if not all(_views(bucket, key) for key in keys):
+        return False
+    if all(has_grad):
+        # Every parameter has state: compare whole columns with C-level iteration.
+        try:
+            return all(
+                all(map(is_, map(itemgetter(key), param_entries), _views(bucket, key))) for key in keys
+            )
+        except (TypeError, KeyError):  # a parameter without state (None) or without this key
             return False
-    return True
+    return all(
+        not grad or (entry is not None and entry.get(key) is view)
+        for key in keys
+        for grad, entry, view in zip(has_grad, param_entries, _views(bucket, key))
+    )
+
+
+def _views(bucket: FlatBucket, key: str) -> list[torch.Tensor]:
+    return bucket.step_views if key == "step" else bucket.state_views.get(key, [])
 
 
 def _check_params(params: list[torch.Tensor]) -> None:

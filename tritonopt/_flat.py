@@ -9,11 +9,12 @@ starts on an aligned address; the padding between them stays zero.
 """
 
 from dataclasses import dataclass
-from operator import is_
+from operator import attrgetter, is_
 
 import torch
 
 ALIGNMENT = 16
+_GRAD = attrgetter("grad")
 
 
 @dataclass
@@ -119,7 +120,7 @@ class FlatBucket:
         the others are copied with one batched ``_foreach_copy_`` and the
         parameter's ``.grad`` is re-pointed at its view.
         """
-        grads = [p.grad for p in self.params]
+        grads = list(map(_GRAD, self.params))
         in_place = list(map(is_, grads, self.grad_views))
         if all(in_place):
             return in_place

@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-thorough bench clean
+.PHONY: install demo test test-thorough bench gpu-check clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ test: install
 test-thorough: install
 	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/pytest -q -p no:cacheprovider
 
+# pytest-benchmark suite over the quick preset (bench/ is not in testpaths: make test skips it)
 bench: install
-	$(PY) bench/step_time.py
+	$(PY) -m pip install -q ".[bench]"
+	$(VENV)/bin/pytest bench -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
+
+# On a GPU machine: tests on CUDA tensors, then the GPU benchmark; RESULTS names the output folder
+RESULTS ?= bench/results/gpu-check
+gpu-check: install
+	$(PY) -m pip install -q ".[bench]"
+	bench/gpu_check.sh $(RESULTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .hypothesis

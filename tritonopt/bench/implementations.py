@@ -1,0 +1,130 @@
+"""The step implementations compared side by side, each built on its own copy of a case.
+
+tritonopt runs the path its backend picks for the device (compiled Triton kernels
+on CUDA, torch's fused op over its flat buffers on CPU) and, only when asked, the
+Triton interpreter on CPU. torch runs its for-loop, foreach and fused
+implementations and a ``torch.compile``d ``step`` with tensor learning rates (so a
+new lr does not recompile).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tritonopt import _backend
+
+from .cases import Case
+
+# torch.compile of a step takes ~25 s for one tensor and minutes for 148 on a
+# 2-core CPU (measured with torch 2.13), so a CPU compiles one case only: the
+# default variant in float32 with at most this many tensors. Other rows say why.
+COMPILE_MAX_TENSORS = {"cpu": 1, "cuda": 200}
+
+
+@dataclass
+class Instance:
+    """A ready optimizer over one copy of a case, and the call that steps it."""
+
+    optimizer: torch.optim.Optimizer
+    step: Callable[[], Any]
+    compile_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    is_torch: bool
+    build: Callable[[Case, list[dict[str, Any]]], Instance]
+    # why this implementation cannot run a case on a device, or None when it can
+    unavailable: Callable[[Case, torch.device], str | None] = lambda case, device: None
+
+
+def _tritonopt(cpu_uses_triton: bool) -> Callable[[Case, list[dict[str, Any]]], Instance]:
+    def build(case: Case, param_groups: list[dict[str, Any]]) -> Instance:
+        optimizer = case.optimizer.tritonopt_class(param_groups, **case.hyperparameters)
+
+        def step() -> None:
+            # The CPU path is a module flag read at each update: set it for this row.
+            _backend.CPU_USES_TRITON = cpu_uses_triton
+            optimizer.step()
+
+        return Instance(optimizer, step)
+
+    return build
+
+
+def _torch(**flags: bool) -> Callable[[Case, list[dict[str, Any]]], Instance]:
+    def build(case: Case, param_groups: list[dict[str, Any]]) -> Instance:
+        optimizer = case.optimizer.torch_class(param_groups, **case.hyperparameters, **flags)
+        return Instance(optimizer, optimizer.step)
+
+    return build
+
+
+def _compiled(case: Case, param_groups: list[dict[str, Any]]) -> Instance:
+    """``torch.compile(optimizer.step)``; the first two steps (initial state, then the
+    steady state) compile, and their time is reported as ``compile_s``."""
+    hyperparameters = dict(case.hyperparameters)
+    device = param_groups[0]["params"][0].device
+    hyperparameters["lr"] = torch.tensor(hyperparameters["lr"], device=device)
+    for group in param_groups:
+        if "lr" in group:
+            group["lr"] = torch.tensor(group["lr"], device=device)
+    optimizer = case.optimizer.torch_class(param_groups, **hyperparameters)
+    step = torch.compile(optimizer.step)
+    start = time.perf_counter()
+    step()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Instance(optimizer, step, compile_s=time.perf_counter() - start)
+
+
+def _fused_unavailable(case: Case, device: torch.device) -> str | None:
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    if device.type not in _get_fused_kernels_supported_devices():
+        return f"torch has no fused {case.optimizer.name} on {device.type}"
+    return None
+
+
+def _compile_unavailable(case: Case, device: torch.device) -> str | None:
+    limit = COMPILE_MAX_TENSORS.get(device.type, 0)
+    if case.tensors > limit:
+        return f"not compiled: {case.tensors} tensors (compiling takes minutes above {limit} on {device.type})"
+    default_variant = next(iter(case.optimizer.variants))
+    if device.type == "cpu" and (case.variant != default_variant or case.dtype != torch.float32):
+        return f"not compiled: on cpu only the float32 {default_variant} case is (~20 s each)"
+    return None
+
+
+def _interpreter_unavailable(case: Case, device: torch.device) -> str | None:
+    if device.type != "cpu" or not _backend.KERNELS_INTERPRETED:
+        return "the interpreter runs CPU tensors, with TRITON_INTERPRET=1 set before import"
+    return None
+
+
+def implementations(interpreter: bool) -> list[Implementation]:
+    """tritonopt's rows first, then torch's; the interpreter only when asked."""
+    rows = [Implementation("tritonopt", False, _tritonopt(cpu_uses_triton=False))]
+    if interpreter:
+        rows.append(
+            Implementation("tritonopt interpreter", False, _tritonopt(True), _interpreter_unavailable)
+        )
+    rows += [
+        Implementation("torch for-loop", True, _torch(foreach=False)),
+        Implementation("torch foreach", True, _torch(foreach=True)),
+        Implementation("torch fused", True, _torch(fused=True), _fused_unavailable),
+        Implementation("torch.compile", True, _compiled, _compile_unavailable),
+    ]
+    return rows
+
+
+def tritonopt_path(device: torch.device) -> str:
+    """What the ``tritonopt`` row runs on ``device``."""
+    if device.type == "cuda":
+        return "compiled Triton kernels"
+    return "torch's fused op over tritonopt's flat buffers (one pass per segment)"

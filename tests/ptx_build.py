@@ -71,9 +71,18 @@ def compiled_kernel_modules() -> list:
         ]
 
 
-def kernel_variants() -> list[KernelVariant]:
-    """Every kernel x every combination of its boolean constexprs x every storage dtype."""
-    variants = []
+def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
+    """(variant, compute capability) pairs to compile: every kernel, every combination
+    of its boolean constexprs, in one storage dtype and one architecture each.
+
+    Combination ``i`` gets the dtype indexed by the sum of ``i``'s base-4 digits
+    (flipping any flag, or any two adjacent flags, changes the dtype, so every dtype
+    meets every value of every flag) and sm_80 or sm_90 by the parity of its set
+    flags. The all-switches-on combination is built in every dtype. ``every_dtype``
+    builds the full product (flags x dtypes) for sm_90 instead: several minutes.
+    """
+    dtypes = list(STORAGE_DTYPES)
+    builds = []
     for module in compiled_kernel_modules():
         short_name = module.__name__.rsplit(".", 1)[1]
         for kernel in vars(module).values():
@@ -84,10 +93,25 @@ def kernel_variants() -> list[KernelVariant]:
             ):
                 continue
             switches = [p.name for p in kernel.params if p.is_constexpr and p.name != "BLOCK_SIZE"]
-            for values in itertools.product([False, True], repeat=len(switches)):
-                for dtype in STORAGE_DTYPES:
-                    variants.append(KernelVariant(short_name, kernel, tuple(zip(switches, values)), dtype))
-    return variants
+            for index, values in enumerate(itertools.product([False, True], repeat=len(switches))):
+                flags = tuple(zip(switches, values))
+                if every_dtype:
+                    builds += [(KernelVariant(short_name, kernel, flags, d), 90) for d in dtypes]
+                    continue
+                digit_sum = sum(int(digit, 4) for digit in _base4(index))
+                capability = 90 if sum(values) % 2 == 0 else 80
+                chosen = dtypes if all(values) else [dtypes[digit_sum % len(dtypes)]]
+                builds += [(KernelVariant(short_name, kernel, flags, d), capability) for d in chosen]
+    return builds
+
+
+def _base4(number: int) -> str:
+    digits = ""
+    while True:
+        digits = str(number % 4) + digits
+        number //= 4
+        if number == 0:
+            return digits
 
 
 def _argument_type(name: str, annotation: str, storage: str) -> str:

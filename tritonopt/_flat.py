@@ -60,6 +60,7 @@ class FlatBucket:
         self.flat_state: dict[str, torch.Tensor] = {}
         self.state_views: dict[str, list[torch.Tensor]] = {}
         self.flat_steps: torch.Tensor | None = None
+        self.whole_segment: Segment | None = None
         self.step_views: list[torch.Tensor] = []
         for p, view in zip(params, self._views_of(self.flat_params)):
             view.copy_(p.detach())
@@ -80,6 +81,7 @@ class FlatBucket:
         if key not in self.flat_state:
             self.flat_state[key] = self._new_buffer()
             self.state_views[key] = self._views_of(self.flat_state[key])
+            self.whole_segment = None
         return self.state_views[key][index]
 
     def step_view(self, index: int) -> torch.Tensor:
@@ -150,16 +152,23 @@ class FlatBucket:
 
         Ending on an ``ALIGNMENT`` boundary keeps every launch a whole number of
         vectors: torch's CPU fused op rounds its scalar tail differently from its
-        vector body, and a GPU kernel keeps full-width loads. The padding is zero in
-        every buffer, and an SGD step maps zeros to zeros.
+        vector body, and a GPU kernel keeps full-width loads. No view covers the
+        padding; it starts at zero, which SGD and Adam steps keep at zero.
+        The whole bucket's segment, the steady state's only one, is built once.
         """
+        whole = start == 0 and stop == len(self.params)
+        if whole and self.whole_segment is not None:
+            return self.whole_segment
         begin = self.offsets[start]
         end = self.offsets[stop] if stop < len(self.params) else self.numel
-        return Segment(
+        segment = Segment(
             params=_real_1d(self.flat_params[begin:end]),
             grads=_real_1d(self.flat_grads[begin:end]),
             state={key: _real_1d(flat[begin:end]) for key, flat in self.flat_state.items()},
         )
+        if whole:
+            self.whole_segment = segment
+        return segment
 
 
 def _scalar_dtype() -> torch.dtype:

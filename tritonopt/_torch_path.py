@@ -9,23 +9,20 @@ wrong results for 16-bit tensors (errors of 0.3 on values of order 1, checked in
 ``tests/test_kernels.py``).
 """
 
-from contextlib import contextmanager
-
 import torch
 
 _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
 
-@contextmanager
-def _computed_in_fp32(*buffers: torch.Tensor | None):
-    """Yield ``buffers`` as fp32 copies when they are 16-bit, and write the results back."""
+def _in_fp32(update, buffers: tuple[torch.Tensor | None, ...], write_back: tuple[bool, ...]) -> None:
+    """Run ``update`` on fp32 copies of 16-bit ``buffers`` and round the ``write_back`` ones once."""
     if buffers[0].dtype not in _ROUNDED_ONCE:
-        yield buffers
+        update(*buffers)
         return
     computed = tuple(None if b is None else b.float() for b in buffers)
-    yield computed
-    for buffer, value in zip(buffers, computed):
-        if buffer is not None:
+    update(*computed)
+    for buffer, value, written in zip(buffers, computed, write_back):
+        if written and buffer is not None:
             buffer.copy_(value)
 
 
@@ -48,11 +45,8 @@ def sgd_update(
     if flat_params.numel() == 0:
         return
     has_momentum = momentum != 0
-    with _computed_in_fp32(flat_params, flat_grads, momentum_buffer if has_momentum else None) as (
-        params,
-        grads,
-        buffer,
-    ):
+
+    def update(params, grads, buffer):
         torch._fused_sgd_(
             [params],
             [grads],
@@ -67,6 +61,9 @@ def sgd_update(
             grad_scale=grad_scale,
             found_inf=found_inf,
         )
+
+    buffers = (flat_params, flat_grads, momentum_buffer if has_momentum else None)
+    _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True))
 
 
 def adam_update(
@@ -91,11 +88,10 @@ def adam_update(
     """Same contract as ``tritonopt.kernels.adam.adam_update``."""
     if flat_params.numel() == 0:
         return
-    update = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
-    with _computed_in_fp32(
-        flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None
-    ) as (params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
-        update(
+    fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+
+    def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        fused_adam(
             [params],
             [grads],
             [exp_avg],
@@ -112,3 +108,6 @@ def adam_update(
             grad_scale=grad_scale,
             found_inf=found_inf,
         )
+
+    buffers = (flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
+    _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))

@@ -21,7 +21,7 @@ from torch.optim import optimizer as torch_optimizer
 
 import tritonopt
 from conftest import DEVICE
-from parity import assert_optimizers_match
+from tritonopt.testing import assert_optimizers_match
 
 LR = 0.01
 HPARAMS = {"lr": LR, "momentum": 0.9, "weight_decay": 1e-2}

@@ -12,7 +12,7 @@ import tritonopt
 from tritonopt import _torch_path
 from tritonopt.kernels import sgd as sgd_kernels
 
-from parity import assert_optimizers_match
+from tritonopt.testing import assert_optimizers_match
 
 
 def _model(dtype=torch.float32):

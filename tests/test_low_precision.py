@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import tritonopt
 
-from parity import hyperparameters
+from tritonopt.testing import sgd_hyperparameters as hyperparameters
 
 SHAPES = [(64, 33), (257,), (8, 3, 5, 5), (1000,)]
 

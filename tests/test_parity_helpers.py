@@ -4,7 +4,8 @@ import pytest
 import torch
 from hypothesis import find
 
-from parity import assert_optimizers_match, hyperparameters, make_tensor, param_specs
+from tritonopt.testing import assert_optimizers_match, make_tensor, param_specs
+from tritonopt.testing import sgd_hyperparameters as hyperparameters
 
 
 def _two_sgds(**candidate_overrides):

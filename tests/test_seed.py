@@ -8,7 +8,7 @@ from torch import nn
 import tritonopt
 from tritonopt.demo import Net
 
-from parity import assert_optimizers_match
+from tritonopt.testing import assert_optimizers_match
 
 
 def _pair():

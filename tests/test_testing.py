@@ -1,0 +1,132 @@
+"""tritonopt.testing catches real bugs in any torch.optim-style optimizer, with a runnable reproduction.
+
+Each planted bug is one overridden method of ``ReadableSGD``, torch.optim.SGD's
+update written out per parameter in torch's op order (which itself must pass).
+"""
+
+import pytest
+import torch
+from hypothesis import find
+
+from tritonopt.testing import (
+    ADAM_HYPERPARAMETERS,
+    ADAMW_HYPERPARAMETERS,
+    SGD_HYPERPARAMETERS,
+    assert_parity,
+    parity_machine,
+)
+
+# The derandomized ci profile reaches every bug below within 5 histories; the
+# margin covers draws shifting as other test modules are imported. A caught
+# bug stops the search, so the margin costs nothing while the bugs are caught.
+BUG_EXAMPLES = 50
+BUG_STEPS = 10
+
+
+class ReadableSGD(torch.optim.SGD):
+    """torch.optim.SGD's ``_single_tensor_sgd``, one method per decision."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._update(group, p)
+        return loss
+
+    def _update(self, group, p):
+        if p.grad is None:
+            return
+        grad = self._signed(group, p.grad)
+        if group["weight_decay"] != 0:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        if group["momentum"] != 0:
+            grad = self._momentum(group, p, grad)
+        p.add_(grad, alpha=-self._lr(group))
+
+    def _signed(self, group, grad):
+        return -grad if group["maximize"] else grad
+
+    def _momentum(self, group, p, grad):
+        state = self.state[p]
+        buffer = state.get("momentum_buffer")
+        if buffer is None:
+            buffer = state["momentum_buffer"] = self._first_buffer(group, grad)
+        else:
+            buffer.mul_(group["momentum"]).add_(grad, alpha=1 - group["dampening"])
+        return self._nesterov(group, grad, buffer) if group["nesterov"] else buffer
+
+    def _first_buffer(self, group, grad):
+        return grad.detach().clone()
+
+    def _nesterov(self, group, grad, buffer):
+        return grad.add(buffer, alpha=group["momentum"])
+
+    def _lr(self, group):
+        return float(group["lr"])  # torch reads a tensor lr as a number too
+
+
+class DampensFirstStep(ReadableSGD):
+    def _first_buffer(self, group, grad):
+        return grad.detach().clone().mul_(1 - group["dampening"])
+
+
+class DecaysWithoutGrad(ReadableSGD):
+    def _update(self, group, p):
+        if p.grad is None and group["weight_decay"] != 0:
+            p.add_(p, alpha=-float(group["lr"]) * group["weight_decay"])
+        super()._update(group, p)
+
+
+class ReadsLrOnce(ReadableSGD):
+    def __init__(self, params, lr=1e-3, **hyperparameters):
+        super().__init__(params, lr=lr, **hyperparameters)
+        self.lr_at_construction = float(lr)
+
+    def _lr(self, group):
+        return self.lr_at_construction
+
+
+class NesterovBufferAlone(ReadableSGD):
+    def _nesterov(self, group, grad, buffer):
+        return buffer
+
+
+class LosesMaximize(ReadableSGD):
+    def _signed(self, group, grad):
+        return grad
+
+
+def test_torch_sgd_matches_itself():
+    assert_parity(torch.optim.SGD, torch.optim.SGD)
+
+
+def test_readable_sgd_matches_torch():
+    assert_parity(ReadableSGD, torch.optim.SGD)
+
+
+@pytest.mark.parametrize(
+    ("reference", "hyperparameters"),
+    [(torch.optim.Adam, ADAM_HYPERPARAMETERS), (torch.optim.AdamW, ADAMW_HYPERPARAMETERS)],
+    ids=["adam", "adamw"],
+)
+def test_machine_runs_adam_and_adamw(reference, hyperparameters):
+    assert_parity(reference, reference, hyperparameters=hyperparameters, dtypes=(torch.float32, torch.bfloat16))
+
+
+@pytest.mark.parametrize(
+    "bug", [DampensFirstStep, DecaysWithoutGrad, ReadsLrOnce, NesterovBufferAlone, LosesMaximize]
+)
+def test_planted_bug_is_caught_with_a_reproduction(bug):
+    with pytest.raises(AssertionError) as failure:
+        assert_parity(bug, torch.optim.SGD, max_examples=BUG_EXAMPLES, steps=BUG_STEPS)
+    message = str(failure.value)
+    print(message)
+    assert f"test_testing.{bug.__name__} diverged from torch.optim.SGD" in message
+    program = message.split("(runs as a script):\n\n", 1)[1]
+    assert program.rstrip().endswith("state.teardown()")
+    with pytest.raises(AssertionError):
+        exec(program, {})  # the printed program replays the divergence

@@ -1,0 +1,1 @@
+"""Parity report of an optimizer against torch and a float64 oracle (``python -m tritonopt.verify``)."""

@@ -4,6 +4,10 @@ Each planted bug is one overridden method of ``ReadableSGD``, torch.optim.SGD's
 update written out per parameter in torch's op order (which itself must pass).
 """
 
+import math
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import find
@@ -12,9 +16,11 @@ from tritonopt.testing import (
     ADAM_HYPERPARAMETERS,
     ADAMW_HYPERPARAMETERS,
     SGD_HYPERPARAMETERS,
+    ParamSpec,
     assert_parity,
     parity_machine,
 )
+from tritonopt.testing.tensors import gradient_poison
 
 # The derandomized ci profile reaches every bug below within 5 histories; the
 # margin covers draws shifting as other test modules are imported. A caught
@@ -130,3 +136,50 @@ def test_planted_bug_is_caught_with_a_reproduction(bug):
     assert program.rstrip().endswith("state.teardown()")
     with pytest.raises(AssertionError):
         exec(program, {})  # the printed program replays the divergence
+
+
+def test_import_tritonopt_does_not_import_hypothesis():
+    code = "import sys, tritonopt; assert 'hypothesis' not in sys.modules and 'tritonopt.testing' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hyperparameter_spaces_reach_every_switch():
+    find(ADAM_HYPERPARAMETERS.defaults, lambda h: h.get("amsgrad") and h.get("decoupled_weight_decay") and h.get("maximize"))
+    find(ADAM_HYPERPARAMETERS.defaults, lambda h: isinstance(h["lr"], torch.Tensor) and h.get("weight_decay", 0) > 0)
+    find(ADAMW_HYPERPARAMETERS.defaults, lambda h: h.get("betas", (0.9,))[0] == 0.0 and h.get("eps", 1e-8) > 1e-8)
+    assert "decoupled_weight_decay" not in ADAMW_HYPERPARAMETERS.mutable  # AdamW takes no such argument
+    find(ADAM_HYPERPARAMETERS.changes(), lambda change: change == ("amsgrad", True))
+    find(SGD_HYPERPARAMETERS.changes(), lambda change: change[0] == "lr" and isinstance(change[1], torch.Tensor))
+
+
+def test_nonfinite_gradients_compare_equal_when_both_agree():
+    assert_parity(torch.optim.SGD, torch.optim.SGD, nonfinite=True, max_examples=10)
+    find(gradient_poison(True), lambda value: value is not None and math.isnan(value))
+
+
+def _adam_switching_amsgrad_on(candidate):
+    """Adam stepped once, then amsgrad switched on: torch raises KeyError('max_exp_avg_sq')."""
+    machine = parity_machine(candidate, torch.optim.Adam, hyperparameters=ADAM_HYPERPARAMETERS)()
+    spec = ParamSpec(shape=(3,), dtype=torch.float32)
+    machine.build(seed=0, params=[(spec, 0)], defaults={"lr": 0.1}, overrides=[{}, {}, {}])
+    machine.backward(chosen={0})
+    machine.step()
+    machine.change_hyperparameter(group=0, change=("amsgrad", True))
+    machine.step()
+    return machine
+
+
+def test_where_the_reference_raises_the_candidate_must_raise_the_same():
+    machine = _adam_switching_amsgrad_on(torch.optim.Adam)  # both raise KeyError: passes, state still compared
+    machine.change_hyperparameter(group=0, change=("amsgrad", False))
+    machine.step()
+
+    class SwallowsErrors(torch.optim.Adam):
+        def step(self, closure=None):
+            try:
+                return super().step(closure)
+            except KeyError:
+                return None
+
+    with pytest.raises(AssertionError, match="the reference raised KeyError.*the candidate did not"):
+        _adam_switching_amsgrad_on(SwallowsErrors)

@@ -155,7 +155,7 @@ def parity_machine(
                 # The loss is as close as the parameters it sums: compare it in their narrowest dtype.
                 dtypes = {self.reference_params[i].real.dtype for i in chosen}
                 narrowest = max(dtypes, key=lambda dtype: torch.finfo(dtype).eps)
-                torch.testing.assert_close(*(loss.to(narrowest) for loss in losses))
+                torch.testing.assert_close(*(loss.to(narrowest) for loss in losses), equal_nan=True)
 
         def _step_both(self, take_step, label):
             """One step of both optimizers, then every check; returns (candidate, reference) results."""

@@ -37,7 +37,12 @@ def _spelled(obj) -> tuple[str, str]:
 
 
 def _reproduction(candidate, reference, space, dtypes, invariant, nonfinite, steps: str) -> str:
-    imports = ["import torch", "from torch import tensor", "from tritonopt.testing import ParamSpec, parity_machine"]
+    imports = [
+        "from math import inf, nan",
+        "import torch",
+        "from torch import tensor",
+        "from tritonopt.testing import ParamSpec, parity_machine",
+    ]
     names = []
     for obj in (candidate, reference, invariant):
         if obj is None:

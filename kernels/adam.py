@@ -109,6 +109,17 @@ def _adam_kernel(
     store_rounded(param_ptr, offsets, param + divide(neg_step_size * exp_avg, denom), mask)
 
 
+def adam_scalars(
+    lr: float | torch.Tensor, beta1: float | torch.Tensor, beta2: float | torch.Tensor, weight_decay: float, step: float
+) -> tuple[float, float, float]:
+    """``(1 - lr * weight_decay, -lr / (1 - beta1**step), sqrt(1 - beta2**step))``, computed
+    as torch's for-loop Adam computes them: in double for floats, in a tensor
+    hyperparameter's dtype (float32) when lr or the betas are tensors."""
+    neg_step_size = -(lr / (1 - beta1**step))
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    return float(1 - lr * weight_decay), float(neg_step_size), float(bias_correction2_sqrt)
+
+
 def adam_update(
     flat_params: torch.Tensor,
     flat_grads: torch.Tensor,
@@ -117,9 +128,9 @@ def adam_update(
     max_exp_avg_sq: torch.Tensor | None = None,
     *,
     step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
+    lr: float | torch.Tensor,
+    beta1: float | torch.Tensor,
+    beta2: float | torch.Tensor,
     eps: float,
     weight_decay: float,
     decoupled_weight_decay: bool,
@@ -129,6 +140,8 @@ def adam_update(
     found_inf: torch.Tensor | None = None,
 ) -> None:
     """Apply Adam step number ``step`` (counted from 1) in place to contiguous 1-D buffers.
+
+    ``lr`` and the betas may be 0-dim CPU tensors, as torch's optimizers accept.
 
     ``max_exp_avg_sq`` is required with ``amsgrad``. ``grad_scale`` and
     ``found_inf`` are GradScaler's one-element float32 tensors on the buffers'
@@ -141,6 +154,7 @@ def adam_update(
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("adam_update: amsgrad needs a max_exp_avg_sq buffer")
     has_weight_decay = weight_decay != 0
+    decay_factor, neg_step_size, bias_correction2_sqrt = adam_scalars(lr, beta1, beta2, weight_decay, step)
     _adam_kernel[grid(n_elements)](
         flat_params,
         flat_grads,
@@ -149,13 +163,13 @@ def adam_update(
         max_exp_avg_sq if amsgrad else exp_avg_sq,
         *scaling_arguments(flat_grads, grad_scale, found_inf),
         n_elements,
-        float_bits(1 - lr * weight_decay if decoupled_weight_decay else weight_decay),
-        float_bits(1 - beta1),
+        float_bits(decay_factor if decoupled_weight_decay else weight_decay),
+        float_bits(1 - float(beta1)),
         float_bits(beta2),
-        float_bits(1 - beta2),
-        float_bits((1 - beta2**step) ** 0.5),
+        float_bits(1 - float(beta2)),
+        float_bits(bias_correction2_sqrt),
         float_bits(eps),
-        float_bits(-(lr / (1 - beta1**step))),
+        float_bits(neg_step_size),
         HAS_WEIGHT_DECAY=has_weight_decay,
         DECOUPLED_WEIGHT_DECAY=has_weight_decay and decoupled_weight_decay,
         AMSGRAD=amsgrad,

@@ -10,6 +10,7 @@ wrong results for 16-bit tensors (errors of 0.3 on values of order 1, checked in
 """
 
 import torch
+from torch.optim.adam import _single_tensor_adam
 
 _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
@@ -88,26 +89,42 @@ def adam_update(
     """Same contract as ``tritonopt.kernels.adam.adam_update``."""
     if flat_params.numel() == 0:
         return
-    fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    if any(isinstance(h, torch.Tensor) for h in (lr, beta1, beta2)):
+        # torch's fused op computes its scalars in double, its for-loop (the reference)
+        # in the tensor hyperparameter's dtype: run the for-loop's own function.
+        def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
+            if found_inf is not None and found_inf.item():
+                return
+            if grad_scale is not None:
+                grads.div_(grad_scale.to(grads.dtype))
+            _single_tensor_adam(
+                [params], [grads], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if amsgrad else [],
+                [torch.tensor(float(step - 1))], None, None, amsgrad=amsgrad, has_complex=False,
+                beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps, maximize=maximize,
+                capturable=False, differentiable=False, decoupled_weight_decay=decoupled_weight_decay,
+            )
 
-    def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
-        fused_adam(
-            [params],
-            [grads],
-            [exp_avg],
-            [exp_avg_sq],
-            [max_exp_avg_sq] if amsgrad else [],
-            [torch.tensor(float(step), dtype=torch.float32, device=params.device)],
-            amsgrad=amsgrad,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=eps,
-            maximize=maximize,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-        )
+    else:
+        fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+
+        def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
+            fused_adam(
+                [params],
+                [grads],
+                [exp_avg],
+                [exp_avg_sq],
+                [max_exp_avg_sq] if amsgrad else [],
+                [torch.tensor(float(step), dtype=torch.float32, device=params.device)],
+                amsgrad=amsgrad,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=maximize,
+                grad_scale=grad_scale,
+                found_inf=found_inf,
+            )
 
     buffers = (flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
     _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))

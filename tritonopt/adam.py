@@ -116,9 +116,9 @@ class Adam(FlatOptimizer):
     def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
         return {
-            "lr": float(group["lr"]),
-            "beta1": float(beta1),
-            "beta2": float(beta2),
+            "lr": group["lr"],  # tensors stay tensors: torch's scalar arithmetic depends on it
+            "beta1": beta1,
+            "beta2": beta2,
             "eps": float(group["eps"]),
             "weight_decay": float(group["weight_decay"]),
             "decoupled_weight_decay": bool(group["decoupled_weight_decay"]),

@@ -4,7 +4,7 @@ Tensor learning rates are drawn from a grid of four-decimal values so that a
 failure prints them (``tensor([0.0123])``) exactly.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from hypothesis import strategies as st
@@ -27,15 +27,6 @@ class HyperparameterSpace:
 
     def __repr__(self) -> str:
         return f"tritonopt.testing.{self.name}"
-
-    def without_tensor_lr(self) -> "HyperparameterSpace":
-        """The same space with float learning rates only."""
-        return replace(
-            self,
-            name=f"{self.name}.without_tensor_lr()",
-            defaults=self.defaults.filter(lambda values: not isinstance(values.get("lr"), torch.Tensor)),
-            mutable={**self.mutable, "lr": st.floats(1e-3, 0.5)} if "lr" in self.mutable else self.mutable,
-        )
 
     def changes(self) -> st.SearchStrategy[tuple[str, object]]:
         """A ``(key, value)`` assignment to one mutable hyperparameter."""

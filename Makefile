@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-thorough bench gpu-check clean
+.PHONY: install demo test test-thorough bench gpu-check mutation clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ RESULTS ?= bench/results/gpu-check
 gpu-check: install
 	$(PY) -m pip install -q ".[bench]"
 	bench/gpu_check.sh $(RESULTS)
+
+# Mutation score of kernels/ with cosmic-ray, in a scratch copy of the tree; writes
+# tests/MUTATION-RESULTS.txt. MUTATION_SAMPLE=N keeps every Nth mutant (the whole set
+# takes about an hour on 2 cores); a config argument picks other files:
+# make mutation MUTATION_CONFIG=tests/mutation/engine.toml
+MUTATION_CONFIG ?= tests/mutation/cosmic-ray.toml
+mutation: install
+	$(PY) -m pip install -q ".[mutation]"
+	PYTHON=$(PY) tests/mutation/run.sh $(MUTATION_CONFIG)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .hypothesis

@@ -317,3 +317,44 @@ def test_import_needs_no_environment_and_kernels_live_inside_the_package(tmp_pat
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_parameters_gaining_gradients_one_by_one_match_torch(cpu_path):
+    """Runs that start at the first parameter and grow step by step: each step's
+    launches must cover exactly the parameters that have gradients now."""
+    generator = torch.Generator().manual_seed(7)
+    initial = [torch.randn(5, generator=generator) for _ in range(4)]
+    for name, kwargs in (("SGD", dict(lr=0.1, momentum=0.9, dampening=0.2)), ("Adam", dict(lr=0.05))):
+        ours = [torch.nn.Parameter(t.clone()) for t in initial]
+        theirs = [torch.nn.Parameter(t.clone()) for t in initial]
+        candidate = getattr(tritonopt, name)(ours, **kwargs)
+        reference = getattr(torch.optim, name)(theirs, **kwargs)
+        for step in range(5):
+            for i, (p, q) in enumerate(zip(ours, theirs)):
+                grad = torch.randn(5, generator=generator) if i <= step else None
+                p.grad, q.grad = grad, None if grad is None else grad.clone()
+            candidate.step()
+            reference.step()
+            assert_optimizers_match(reference, candidate, f"{name} step {step}")
+
+
+def test_a_parameter_removed_from_its_group_is_no_longer_updated(cpu_path):
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(3)]
+    optimizer = tritonopt.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.randn(3)
+    optimizer.step()
+    removed = optimizer.param_groups[0]["params"].pop()
+    before = removed.detach().clone()
+    optimizer.step()
+    assert torch.equal(removed.detach(), before)
+
+
+def test_a_gradient_of_another_shape_raises_instead_of_broadcasting(cpu_path):
+    p = torch.nn.Parameter(torch.randn(3))
+    optimizer = tritonopt.SGD([p], lr=0.1)
+    p.grad = torch.randn(3)
+    optimizer.step()
+    p.data = torch.randn(2, 3)  # the old (3,) gradient would broadcast over the new shape
+    with pytest.raises(RuntimeError, match=r"gradient of shape \(3,\).*parameter of shape \(2, 3\)"):
+        optimizer.step()

@@ -3,10 +3,11 @@
 Each applies torch's own fused op (what ``torch.optim.SGD(fused=True)`` and
 ``torch.optim.Adam(fused=True)`` call) to the same flat buffers the kernels use,
 with the kernels' contracts: one fused pass per segment, GradScaler's scale and
-inf flag handled inside it. bf16/fp16 segments are updated through fp32 copies
-and rounded once, the kernels' numerics, because torch 2.13's CPU fused ops give
-wrong results for 16-bit tensors (errors of 0.3 on values of order 1, checked in
-``tests/test_kernels.py``).
+inf flag handled inside it. bf16/fp16 SGD segments are updated through fp32
+copies and rounded once, the kernels' numerics, because torch 2.13's CPU fused
+SGD gives wrong results for 16-bit tensors (errors of 0.3 on values of order 1,
+checked in ``tests/test_kernels.py``); its fused Adam already computes them in
+fp32 and rounds once.
 """
 
 import torch
@@ -89,7 +90,8 @@ def adam_update(
     """Same contract as ``tritonopt.kernels.adam.adam_update``."""
     if flat_params.numel() == 0:
         return
-    if any(isinstance(h, torch.Tensor) for h in (lr, beta1, beta2)):
+    tensor_hyperparameters = any(isinstance(h, torch.Tensor) for h in (lr, beta1, beta2))
+    if tensor_hyperparameters:
         # torch's fused op computes its scalars in double, its for-loop (the reference)
         # in the tensor hyperparameter's dtype: run the for-loop's own function.
         def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
@@ -127,4 +129,7 @@ def adam_update(
             )
 
     buffers = (flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
-    _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))
+    if tensor_hyperparameters:
+        _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))
+    else:  # torch's CPU fused Adam computes 16-bit buffers in fp32 and rounds once already
+        update(*buffers)

@@ -90,11 +90,18 @@ def run_case(
 
     host: dict[str, list[float]] = {name: [] for name in instances}
     by_name = {row.implementation: row for row in rows}
-    for repeat in range(repeats):
-        for name, built in instances.items():
-            seconds, host_seconds = timing.time_step(built[repeat % len(built)].step, device)
-            by_name[name].samples_ms.append(seconds * 1e3)
-            host[name].append(host_seconds)
+    # As timeit does: a garbage collection over every copy's tensors would land in
+    # whichever step happens to trigger it.
+    gc.collect()
+    gc.disable()
+    try:
+        for repeat in range(repeats):
+            for name, built in instances.items():
+                seconds, host_seconds = timing.time_step(built[repeat % len(built)].step, device)
+                by_name[name].samples_ms.append(seconds * 1e3)
+                host[name].append(host_seconds)
+    finally:
+        gc.enable()
 
     for name in instances:
         row = by_name[name]

@@ -358,3 +358,37 @@ def test_a_gradient_of_another_shape_raises_instead_of_broadcasting(cpu_path):
     p.data = torch.randn(2, 3)  # the old (3,) gradient would broadcast over the new shape
     with pytest.raises(RuntimeError, match=r"gradient of shape \(3,\).*parameter of shape \(2, 3\)"):
         optimizer.step()
+
+
+def test_a_deep_copied_optimizer_steps_like_torchs(cpu_path):
+    """``copy.deepcopy`` (and pickling) keep only torch's state: the copy rebuilds its flat groups."""
+    model = _model()
+    reference_model = copy.deepcopy(model)
+    optimizer = copy.deepcopy(tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    # The copy refers to copies of the parameters; train those.
+    params = optimizer.param_groups[0]["params"]
+    reference = torch.optim.SGD(reference_model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(3):
+        generator = torch.Generator().manual_seed(step)
+        grads = [torch.randn(p.shape, generator=generator) for p in params]
+        for p, q, grad in zip(params, reference_model.parameters(), grads):
+            p.grad, q.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        reference.step()
+        for p, q in zip(params, reference_model.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach())
+
+
+def test_loaded_state_moves_into_the_flat_buffer_at_load(cpu_path):
+    """Loaded state tensors become views of the flat buffers at ``load_state_dict``, so the
+    loaded copies are not kept alive beside them."""
+    model = _model()
+    optimizer = tritonopt.Adam(model.parameters(), lr=1e-2)
+    _backward(model, 0)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    saved["state"] = {i: {k: v.clone() for k, v in entry.items()} for i, entry in saved["state"].items()}
+    optimizer.load_state_dict(saved)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        storages = {optimizer.state[p][key].untyped_storage().data_ptr() for p in model.parameters()}
+        assert len(storages) == 1, f"{key}: loaded tensors were kept instead of the flat buffer"

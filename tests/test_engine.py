@@ -1,6 +1,7 @@
 """The flat-buffer engine and the SGD contract: layout, launches, errors, staleness."""
 
 import copy
+import re
 import subprocess
 import sys
 import textwrap
@@ -350,14 +351,53 @@ def test_a_parameter_removed_from_its_group_is_no_longer_updated(cpu_path):
     assert torch.equal(removed.detach(), before)
 
 
-def test_a_gradient_of_another_shape_raises_instead_of_broadcasting(cpu_path):
+@pytest.mark.parametrize("new_shape", [(2, 3), (4, 3)])
+def test_a_gradient_of_another_shape_raises_instead_of_broadcasting(cpu_path, new_shape):
     p = torch.nn.Parameter(torch.randn(3))
     optimizer = tritonopt.SGD([p], lr=0.1)
     p.grad = torch.randn(3)
     optimizer.step()
-    p.data = torch.randn(2, 3)  # the old (3,) gradient would broadcast over the new shape
-    with pytest.raises(RuntimeError, match=r"gradient of shape \(3,\).*parameter of shape \(2, 3\)"):
+    p.data = torch.randn(new_shape)  # the old (3,) gradient would broadcast over the new shape
+    with pytest.raises(RuntimeError, match=rf"gradient of shape \(3,\).*parameter of shape {re.escape(str(new_shape))}"):
         optimizer.step()
+
+
+def test_a_transposed_parameter_data_is_noticed(cpu_path):
+    """Same storage, other strides: the group is flattened again, as for any new ``.data``."""
+    start = torch.randn(4, 3).t()  # shape (3, 4), column-major strides
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizer = tritonopt.SGD([ours], lr=0.1, momentum=0.9)
+    reference = torch.optim.SGD([theirs], lr=0.1, momentum=0.9)
+    for step in range(3):
+        if step == 1:
+            ours.data, theirs.data = ours.data.t(), theirs.data.t()
+            ours.grad = theirs.grad = None
+            for optimizer_ in (optimizer, reference):
+                p = optimizer_.param_groups[0]["params"][0]
+                optimizer_.state[p]["momentum_buffer"] = optimizer_.state[p]["momentum_buffer"].t()
+        grad = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(step))
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        reference.step()
+        torch.testing.assert_close(ours.detach(), theirs.detach())
+
+
+def test_state_replaced_by_hand_is_used_while_other_parameters_have_no_grad(cpu_path):
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(2)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    optimizer = tritonopt.SGD(params, lr=0.1, momentum=0.9)
+    reference = torch.optim.SGD(twins, lr=0.1, momentum=0.9)
+    for p, q in zip(params, twins):
+        p.grad, q.grad = torch.ones(4), torch.ones(4)
+    optimizer.step()
+    reference.step()
+    buffer = torch.randn(4)
+    optimizer.state[params[0]]["momentum_buffer"] = buffer.clone()
+    reference.state[twins[0]]["momentum_buffer"] = buffer.clone()
+    params[1].grad = twins[1].grad = None
+    optimizer.step()
+    reference.step()
+    assert_optimizers_match(reference, optimizer, "after replacing a momentum buffer by hand")
 
 
 def test_a_deep_copied_optimizer_steps_like_torchs(cpu_path):

@@ -5,7 +5,7 @@ Every test builds one small model (Conv2d + Linear layers, random non-zero
 weights from a seeded generator), deep-copies it, and drives torch.optim.SGD over
 one copy and tritonopt.SGD over the other through the same operations, with two
 parameter groups, momentum 0.9 and weight decay. After every step parameters,
-momentum buffers and hyperparameters must match (``parity.assert_optimizers_match``).
+momentum buffers and hyperparameters must match (``tritonopt.testing.assert_optimizers_match``).
 Each test runs on the Triton-interpreter path and on the torch path (``cpu_path``).
 """
 

@@ -241,7 +241,6 @@ class FlatOptimizer(Optimizer):
         steps = bucket.advance_steps(has_grad) if self.counts_steps else [None] * len(has_grad)
         on_triton = _backend.uses_triton(bucket.device)
         update = self.kernel_update if on_triton else self.torch_update
-        name = f"tritonopt.{type(self).__name__}/{'triton' if on_triton else 'torch'}/{str(bucket.dtype)[6:]}"
         # One launch per run of consecutive parameters with a gradient, the same state
         # status and step count: a single launch for the whole bucket in the steady state.
         if all(has_grad) and not any(fresh) and steps.count(steps[0]) == len(steps):
@@ -256,7 +255,8 @@ class FlatOptimizer(Optimizer):
                 if step is not None:
                     arguments["step"] = step
                 # A range costs ~10 us even when nothing records it: only build one when profiling.
-                with record_function(_launch_name(name, arguments)) if _profiler_enabled() else nullcontext():
+                range_name = _profiler_enabled() and _launch_name(self, on_triton, bucket.dtype, arguments)
+                with record_function(range_name) if range_name else nullcontext():
                     update(
                         segment.params,
                         segment.grads,
@@ -270,11 +270,13 @@ class FlatOptimizer(Optimizer):
             bucket.retract_steps(has_grad, found_inf)
 
 
-def _launch_name(prefix: str, arguments: dict[str, Any]) -> str:
+def _launch_name(optimizer: Optimizer, on_triton: bool, dtype: torch.dtype, arguments: dict[str, Any]) -> str:
     """The profiler range of one launch: optimizer, path, dtype and the switches that are on,
     e.g. ``tritonopt.SGD/triton/float32/nesterov`` (shown in Chrome traces, and in Nsight
-    under ``torch.autograd.profiler.emit_nvtx``)."""
-    return f"{prefix}/{'+'.join(key for key, value in arguments.items() if value is True) or 'plain'}"
+    under ``torch.autograd.profiler.emit_nvtx``). Built only while a profiler runs."""
+    switches = "+".join(key for key, value in arguments.items() if value is True) or "plain"
+    path = "triton" if on_triton else "torch"
+    return f"tritonopt.{type(optimizer).__name__}/{path}/{str(dtype).removeprefix('torch.')}/{switches}"
 
 
 def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

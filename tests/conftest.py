@@ -47,3 +47,23 @@ def cpu_path(request, monkeypatch):
         pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
     monkeypatch.setattr(_backend, "CPU_USES_TRITON", request.param == "triton")
     return request.param
+
+
+@pytest.fixture
+def record_updates(monkeypatch):
+    """``record_updates(optimizer_class, summary)`` wraps both update paths of the class and
+    returns a list that gets ``summary(flat_params, kwargs)`` for every launch."""
+
+    def watch(optimizer_class, summary):
+        calls = []
+        for path in ("kernel_update", "torch_update"):
+            original = getattr(optimizer_class, path)
+
+            def record(*args, _original=original, **kwargs):
+                calls.append(summary(args[0], kwargs))
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(optimizer_class, path, staticmethod(record))
+        return calls
+
+    return watch

@@ -169,18 +169,10 @@ def test_update_unscales_in_its_pass_and_skips_on_inf(kind, found):
 
 
 @pytest.mark.parametrize("name,kwargs", [CASES[1], CASES[3]], ids=["SGD", "Adam"])
-def test_grad_scaler_hands_its_scale_to_the_update(name, kwargs, monkeypatch):
+def test_grad_scaler_hands_its_scale_to_the_update(name, kwargs, monkeypatch, record_updates):
     """No separate unscale pass: GradScaler's scale and inf flag reach the update itself."""
-    received = []
     optimizer_class = getattr(tritonopt, name)
-    for path in ("kernel_update", "torch_update"):
-        original = getattr(optimizer_class, path)
-
-        def record(*args, _original=original, **kw):
-            received.append((kw["grad_scale"], kw["found_inf"]))
-            return _original(*args, **kw)
-
-        monkeypatch.setattr(optimizer_class, path, staticmethod(record))
+    received = record_updates(optimizer_class, lambda flat_params, kw: (kw["grad_scale"], kw["found_inf"]))
     model = _model(torch.float32)
     optimizer = optimizer_class(model.parameters(), **kwargs)
     scaler = _scaler()

@@ -30,18 +30,9 @@ def _backward(model, seed):
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(record_updates):
     """Every update launch (Triton kernel or torch path), recorded as (numel, first_step)."""
-    calls = []
-    for path in ("kernel_update", "torch_update"):
-        original = getattr(tritonopt.SGD, path)
-
-        def record(*args, _original=original, **kwargs):
-            calls.append((args[0].numel(), kwargs["first_step"]))
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(tritonopt.SGD, path, staticmethod(record))
-    return calls
+    return record_updates(tritonopt.SGD, lambda flat_params, kwargs: (flat_params.numel(), kwargs["first_step"]))
 
 
 # --- construction errors: the same exception and message as torch -----------------

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import tritonopt
-from tritonopt import _torch_path
 from tritonopt.kernels import sgd as sgd_kernels
 
 from tritonopt.testing import assert_optimizers_match

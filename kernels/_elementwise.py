@@ -19,9 +19,10 @@ def load_upcast(pointer, offsets, mask):
 
 
 @triton.jit
-def hyperparameter(bits, COMPUTE_DTYPE: tl.constexpr):
-    """A hyperparameter passed as float64 bits (``float_bits``), in the compute dtype."""
-    return tl.cast(bits, tl.int64).to(tl.float64, bitcast=True).to(COMPUTE_DTYPE)
+def hyperparameter(pointer, COMPUTE_DTYPE: tl.constexpr):
+    """A float64 entry of the hyperparameter table, rounded once to the compute dtype
+    (for fp32, exactly torch's ``float(value)`` rounding of a Python float)."""
+    return tl.load(pointer).to(COMPUTE_DTYPE)
 
 
 @triton.jit

@@ -1,50 +1,110 @@
-"""Adam and AdamW, one launch over a flat buffer."""
+"""Adam and AdamW: one launch over many tensors, driven by a block table."""
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from ._elementwise import (
-    active_elements,
-    divide,
-    hyperparameter,
-    load_grad,
-    load_upcast,
-    square_root,
-    store_rounded,
-)
-from ._launch import BLOCK_SIZE, NUM_WARPS, float_bits, grid, scaling_arguments
-
-# Runtime arguments that change between steps: never specialised on, never recompiled for.
-HYPERPARAMETERS = [
-    "weight_decay_bits",
-    "exp_avg_weight_bits",
-    "beta2_bits",
-    "grad_sq_weight_bits",
-    "bias_correction2_sqrt_bits",
-    "eps_bits",
-    "neg_step_size_bits",
-]
+from ._blocks import BlockTable, block_of_program, buffer_pointer, is_vector_block
+from ._elementwise import active_elements, divide, hyperparameter, load_grad, load_upcast, square_root, store_rounded
+from ._launch import launch_config, scaling_arguments, triton_dtype
 
 
-@triton.jit(do_not_specialize=HYPERPARAMETERS)
+class AdamHyperparameters(NamedTuple):
+    """One row of an Adam launch: a param group's values and the step number its tensors take.
+
+    ``lr`` and the betas may be 0-dim CPU tensors, as torch's optimizers accept."""
+
+    lr: float | torch.Tensor
+    beta1: float | torch.Tensor
+    beta2: float | torch.Tensor
+    eps: float
+    weight_decay: float
+    step: float
+
+
+def adam_scalars(row: AdamHyperparameters) -> tuple[float, float, float]:
+    """``(1 - lr * weight_decay, -lr / (1 - beta1**step), sqrt(1 - beta2**step))``, computed
+    as torch's for-loop Adam computes them: in double for floats, in a tensor
+    hyperparameter's dtype (float32) when lr or the betas are tensors."""
+    lr, beta1, beta2, step = row.lr, row.beta1, row.beta2, row.step
+    neg_step_size = -(lr / (1 - beta1**step))
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    return float(1 - lr * row.weight_decay), float(neg_step_size), float(bias_correction2_sqrt)
+
+
+def _kernel_row(row: AdamHyperparameters) -> tuple[float, ...]:
+    """A hyperparameter-table row, the columns ``_adam_kernel`` reads: weight_decay,
+    1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**step), eps and
+    -lr / (1 - beta1**step)."""
+    decay_factor, neg_step_size, bias_correction2_sqrt = adam_scalars(row)
+    beta1, beta2 = float(row.beta1), float(row.beta2)
+    return (
+        float(row.weight_decay), decay_factor, 1 - beta1, beta2, 1 - beta2,
+        bias_correction2_sqrt, float(row.eps), neg_step_size,
+    )
+
+
+@triton.jit
+def _adam_block(
+    blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+    ELEMENT: tl.constexpr, DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
+):
+    row, first, count = block_of_program(blocks_ptr, tensors_ptr, 6, VECTOR)
+    param_ptr = buffer_pointer(row, 0, first, ELEMENT, VECTOR)
+    grad_ptr = buffer_pointer(row, 1, first, ELEMENT, VECTOR)
+    exp_avg_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
+    exp_avg_sq_ptr = buffer_pointer(row, 3, first, ELEMENT, VECTOR)
+    hyperparameters = hyperparameters_ptr + tl.load(row + 5) * 8
+    offsets = tl.arange(0, BLOCK_SIZE)
+    mask = offsets < active_elements(count, found_inf_ptr, HAS_FOUND_INF)
+    param = load_upcast(param_ptr, offsets, mask)
+    grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
+    compute_dtype: tl.constexpr = param.dtype
+    if MAXIMIZE:
+        grad = -grad
+    weight_decay = hyperparameter(hyperparameters, compute_dtype)
+    if weight_decay != 0:
+        if DECOUPLED_WEIGHT_DECAY:
+            param = param * hyperparameter(hyperparameters + 1, compute_dtype)
+        else:
+            grad = tl.fma(param, weight_decay, grad)
+
+    exp_avg = load_upcast(exp_avg_ptr, offsets, mask)
+    exp_avg_weight = hyperparameter(hyperparameters + 2, compute_dtype)
+    near_start = tl.abs(exp_avg_weight) < 0.5
+    lerp_weight = tl.where(near_start, exp_avg_weight, exp_avg_weight - 1)
+    exp_avg = tl.fma(lerp_weight, grad - exp_avg, tl.where(near_start, exp_avg, grad))
+    store_rounded(exp_avg_ptr, offsets, exp_avg, mask)
+
+    exp_avg_sq = load_upcast(exp_avg_sq_ptr, offsets, mask)
+    beta2 = hyperparameter(hyperparameters + 3, compute_dtype)
+    grad_sq_weight = hyperparameter(hyperparameters + 4, compute_dtype)
+    exp_avg_sq = exp_avg_sq * beta2 + grad_sq_weight * grad * grad
+    store_rounded(exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
+    if AMSGRAD:
+        max_exp_avg_sq_ptr = buffer_pointer(row, 4, first, ELEMENT, VECTOR)
+        exp_avg_sq = tl.maximum(load_upcast(max_exp_avg_sq_ptr, offsets, mask), exp_avg_sq)
+        store_rounded(max_exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
+
+    bias_correction2_sqrt = hyperparameter(hyperparameters + 5, compute_dtype)
+    eps = hyperparameter(hyperparameters + 6, compute_dtype)
+    denom = divide(square_root(exp_avg_sq), bias_correction2_sqrt) + eps
+    neg_step_size = hyperparameter(hyperparameters + 7, compute_dtype)
+    store_rounded(param_ptr, offsets, param + divide(neg_step_size * exp_avg, denom), mask)
+
+
+@triton.jit
 def _adam_kernel(
-    param_ptr,
-    grad_ptr,
-    exp_avg_ptr,
-    exp_avg_sq_ptr,
-    max_exp_avg_sq_ptr,
+    blocks_ptr,
+    tensors_ptr,
+    hyperparameters_ptr,
     grad_scale_ptr,
     found_inf_ptr,
-    n_elements,
-    weight_decay_bits: tl.int64,
-    exp_avg_weight_bits: tl.int64,
-    beta2_bits: tl.int64,
-    grad_sq_weight_bits: tl.int64,
-    bias_correction2_sqrt_bits: tl.int64,
-    eps_bits: tl.int64,
-    neg_step_size_bits: tl.int64,
-    HAS_WEIGHT_DECAY: tl.constexpr,
+    ELEMENT: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
     AMSGRAD: tl.constexpr,
     MAXIMIZE: tl.constexpr,
@@ -52,10 +112,13 @@ def _adam_kernel(
     HAS_FOUND_INF: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
-    """One Adam(W) step over ``n_elements`` of same-dtype flat buffers.
+    """One Adam(W) step over one block of one tensor; the block table says which.
 
-    torch's ``_single_tensor_adam`` for parameters sharing one step count,
-    computed in fp32 (fp64 for float64) and rounded once per buffer:
+    Each tensor row holds the addresses of a parameter, its gradient, ``exp_avg``,
+    ``exp_avg_sq`` and (when ``AMSGRAD``) ``max_exp_avg_sq``, all of storage dtype
+    ``ELEMENT``, and its hyperparameter row (see ``_kernel_row``). The update is
+    torch's ``_single_tensor_adam`` for tensors sharing one step count, computed
+    in fp32 (fp64 for float64) and rounded once per buffer:
 
         g = grad / grad_scale                                  if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -67,116 +130,68 @@ def _adam_kernel(
         denom = sqrt(exp_avg_sq) / sqrt(1 - beta2 ** step) + eps
         param = param - (lr / (1 - beta1 ** step)) * exp_avg / denom
 
-    The caller computes the scalars in double as torch does; ``weight_decay``
-    carries ``1 - lr * weight_decay`` when decoupled. ``lerp`` is ATen's
-    two-sided form, exact at both ends. With ``HAS_FOUND_INF`` nothing is read
-    or written when ``found_inf`` is nonzero.
+    Weight decay applies where its row's ``weight_decay`` is nonzero. ``lerp``
+    is ATen's two-sided form, exact at both ends. Vector blocks move 16-byte
+    vectors, others are masked (see ``_sgd_kernel``). With ``HAS_FOUND_INF``
+    nothing is read or written when ``found_inf`` is nonzero.
     """
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offsets < active_elements(n_elements, found_inf_ptr, HAS_FOUND_INF)
-    param = load_upcast(param_ptr, offsets, mask)
-    grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
-    compute_dtype: tl.constexpr = param.dtype
-    if MAXIMIZE:
-        grad = -grad
-    if HAS_WEIGHT_DECAY:
-        weight_decay = hyperparameter(weight_decay_bits, compute_dtype)
-        if DECOUPLED_WEIGHT_DECAY:
-            param = param * weight_decay
-        else:
-            grad = tl.fma(param, weight_decay, grad)
-
-    exp_avg = load_upcast(exp_avg_ptr, offsets, mask)
-    exp_avg_weight = hyperparameter(exp_avg_weight_bits, compute_dtype)
-    near_start = tl.abs(exp_avg_weight) < 0.5
-    lerp_weight = tl.where(near_start, exp_avg_weight, exp_avg_weight - 1)
-    exp_avg = tl.fma(lerp_weight, grad - exp_avg, tl.where(near_start, exp_avg, grad))
-    store_rounded(exp_avg_ptr, offsets, exp_avg, mask)
-
-    exp_avg_sq = load_upcast(exp_avg_sq_ptr, offsets, mask)
-    beta2 = hyperparameter(beta2_bits, compute_dtype)
-    grad_sq_weight = hyperparameter(grad_sq_weight_bits, compute_dtype)
-    exp_avg_sq = exp_avg_sq * beta2 + grad_sq_weight * grad * grad
-    store_rounded(exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
-    if AMSGRAD:
-        exp_avg_sq = tl.maximum(load_upcast(max_exp_avg_sq_ptr, offsets, mask), exp_avg_sq)
-        store_rounded(max_exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
-
-    bias_correction2_sqrt = hyperparameter(bias_correction2_sqrt_bits, compute_dtype)
-    eps = hyperparameter(eps_bits, compute_dtype)
-    denom = divide(square_root(exp_avg_sq), bias_correction2_sqrt) + eps
-    neg_step_size = hyperparameter(neg_step_size_bits, compute_dtype)
-    store_rounded(param_ptr, offsets, param + divide(neg_step_size * exp_avg, denom), mask)
-
-
-def adam_scalars(
-    lr: float | torch.Tensor, beta1: float | torch.Tensor, beta2: float | torch.Tensor, weight_decay: float, step: float
-) -> tuple[float, float, float]:
-    """``(1 - lr * weight_decay, -lr / (1 - beta1**step), sqrt(1 - beta2**step))``, computed
-    as torch's for-loop Adam computes them: in double for floats, in a tensor
-    hyperparameter's dtype (float32) when lr or the betas are tensors."""
-    neg_step_size = -(lr / (1 - beta1**step))
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    return float(1 - lr * weight_decay), float(neg_step_size), float(bias_correction2_sqrt)
+    if is_vector_block(blocks_ptr):
+        _adam_block(
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
+            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+        )
+    else:
+        _adam_block(
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
+            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+        )
 
 
 def adam_update(
-    flat_params: torch.Tensor,
-    flat_grads: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    max_exp_avg_sq: torch.Tensor | None = None,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    max_exp_avg_sqs: Sequence[torch.Tensor] | None,
     *,
-    step: int,
-    lr: float | torch.Tensor,
-    beta1: float | torch.Tensor,
-    beta2: float | torch.Tensor,
-    eps: float,
-    weight_decay: float,
+    rows: Sequence[int],
+    hyperparameters: Sequence[AdamHyperparameters],
     decoupled_weight_decay: bool,
     amsgrad: bool,
     maximize: bool,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
+    table: BlockTable | None = None,
 ) -> None:
-    """Apply Adam step number ``step`` (counted from 1) in place to contiguous 1-D buffers.
+    """Apply one Adam step in place to every tensor of ``params``, in one launch.
 
-    ``lr`` and the betas may be 0-dim CPU tensors, as torch's optimizers accept.
-
-    ``max_exp_avg_sq`` is required with ``amsgrad``. ``grad_scale`` and
-    ``found_inf`` are GradScaler's one-element float32 tensors on the buffers'
-    device: gradients are divided by ``grad_scale`` (and left unscaled in
-    ``flat_grads``), and nothing changes when ``found_inf`` is nonzero.
+    Tensor ``i`` (its parameter, gradient and state, dense real tensors of one
+    float dtype and device with identical strides) takes step number
+    ``hyperparameters[rows[i]].step`` (counted from 1). ``max_exp_avg_sqs`` is
+    required with ``amsgrad``. GradScaler's ``grad_scale`` and ``found_inf`` and
+    ``table`` are as in ``sgd_update``.
     """
-    n_elements = flat_params.numel()
-    if n_elements == 0:
+    if amsgrad and max_exp_avg_sqs is None:
+        raise ValueError("adam_update: amsgrad needs max_exp_avg_sqs")
+    buffers = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params)
+    block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
+    blocks, tensors, table_rows = (table or BlockTable()).update(
+        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size
+    )
+    if blocks.shape[0] == 0:
         return
-    if amsgrad and max_exp_avg_sq is None:
-        raise ValueError("adam_update: amsgrad needs a max_exp_avg_sq buffer")
-    has_weight_decay = weight_decay != 0
-    decay_factor, neg_step_size, bias_correction2_sqrt = adam_scalars(lr, beta1, beta2, weight_decay, step)
-    _adam_kernel[grid(n_elements)](
-        flat_params,
-        flat_grads,
-        exp_avg,
-        exp_avg_sq,
-        max_exp_avg_sq if amsgrad else exp_avg_sq,
-        *scaling_arguments(flat_grads, grad_scale, found_inf),
-        n_elements,
-        float_bits(decay_factor if decoupled_weight_decay else weight_decay),
-        float_bits(1 - float(beta1)),
-        float_bits(beta2),
-        float_bits(1 - float(beta2)),
-        float_bits(bias_correction2_sqrt),
-        float_bits(eps),
-        float_bits(neg_step_size),
-        HAS_WEIGHT_DECAY=has_weight_decay,
-        DECOUPLED_WEIGHT_DECAY=has_weight_decay and decoupled_weight_decay,
+    _adam_kernel[(blocks.shape[0],)](
+        blocks,
+        tensors,
+        table_rows,
+        *scaling_arguments(table_rows, grad_scale, found_inf),
+        ELEMENT=triton_dtype(params[0].dtype),
+        DECOUPLED_WEIGHT_DECAY=decoupled_weight_decay,
         AMSGRAD=amsgrad,
         MAXIMIZE=maximize,
         HAS_GRAD_SCALE=grad_scale is not None,
         HAS_FOUND_INF=found_inf is not None,
-        BLOCK_SIZE=BLOCK_SIZE,
-        num_warps=NUM_WARPS,
+        BLOCK_SIZE=block_size,
+        num_warps=num_warps,
         enable_fp_fusion=False,
     )

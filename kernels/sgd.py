@@ -1,74 +1,60 @@
-"""SGD with momentum, one launch over a flat buffer."""
+"""SGD with momentum: one launch over many tensors, driven by a block table."""
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from ._blocks import BlockTable, block_of_program, buffer_pointer, is_vector_block
 from ._elementwise import active_elements, hyperparameter, load_grad, load_upcast, store_rounded
-from ._launch import BLOCK_SIZE, NUM_WARPS, float_bits, grid, scaling_arguments
-
-# Runtime arguments that change between steps: never specialised on, never recompiled for.
-HYPERPARAMETERS = ["lr_bits", "weight_decay_bits", "momentum_bits", "grad_weight_bits"]
+from ._launch import launch_config, scaling_arguments, triton_dtype
 
 
-@triton.jit(do_not_specialize=HYPERPARAMETERS)
-def _sgd_kernel(
-    param_ptr,
-    grad_ptr,
-    momentum_buffer_ptr,
-    grad_scale_ptr,
-    found_inf_ptr,
-    n_elements,
-    lr_bits: tl.int64,
-    weight_decay_bits: tl.int64,
-    momentum_bits: tl.int64,
-    grad_weight_bits: tl.int64,
-    HAS_WEIGHT_DECAY: tl.constexpr,
-    HAS_MOMENTUM: tl.constexpr,
-    FIRST_STEP: tl.constexpr,
-    NESTEROV: tl.constexpr,
-    MAXIMIZE: tl.constexpr,
-    HAS_GRAD_SCALE: tl.constexpr,
-    HAS_FOUND_INF: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+class SGDHyperparameters(NamedTuple):
+    """One row of an SGD launch: a param group's values, and whether its buffers start now."""
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    dampening: float
+    first_step: bool
+
+
+def _kernel_row(row: SGDHyperparameters) -> tuple[float, ...]:
+    """A hyperparameter-table row: lr, weight_decay, momentum, 1 - dampening (in
+    double, as torch computes it) and first_step, the columns ``_sgd_kernel`` reads."""
+    return (float(row.lr), float(row.weight_decay), float(row.momentum), 1.0 - float(row.dampening), float(row.first_step))
+
+
+@triton.jit
+def _sgd_block(
+    blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+    ELEMENT: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
-    """One SGD step over ``n_elements`` of three same-dtype flat buffers.
-
-    ``param`` and ``grad`` (and ``momentum_buffer`` when ``HAS_MOMENTUM``) are
-    contiguous buffers of one float dtype; the update is torch's
-    ``_single_tensor_sgd`` computed in fp32 (fp64 for float64) and rounded once
-    to the storage dtype:
-
-        g = grad / grad_scale                            if HAS_GRAD_SCALE
-        g = -g if MAXIMIZE else g
-        g = g + weight_decay * param                     if HAS_WEIGHT_DECAY
-        buf = g if FIRST_STEP else momentum * buf + (1 - dampening) * g
-        g = g + momentum * buf if NESTEROV else buf     if HAS_MOMENTUM
-        param = param - lr * g
-
-    Each ``a + alpha * b`` is an explicit fma, as in torch's ``add(..., alpha=)``
-    on CPU and CUDA, so fp32 and fp64 results match torch bit for bit in the
-    common case whatever the backend's fp-contraction default. ``grad_weight``
-    is ``1 - dampening``, computed by the caller in double as torch does.
-    Hyperparameters arrive as float64 bit patterns (see ``float_bits``). With
-    ``HAS_FOUND_INF`` nothing is read or written when ``found_inf`` is nonzero.
-    """
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offsets < active_elements(n_elements, found_inf_ptr, HAS_FOUND_INF)
+    row, first, count = block_of_program(blocks_ptr, tensors_ptr, 4, VECTOR)
+    param_ptr = buffer_pointer(row, 0, first, ELEMENT, VECTOR)
+    grad_ptr = buffer_pointer(row, 1, first, ELEMENT, VECTOR)
+    hyperparameters = hyperparameters_ptr + tl.load(row + 3) * 5
+    offsets = tl.arange(0, BLOCK_SIZE)
+    mask = offsets < active_elements(count, found_inf_ptr, HAS_FOUND_INF)
     param = load_upcast(param_ptr, offsets, mask)
     grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
     compute_dtype: tl.constexpr = param.dtype
     if MAXIMIZE:
         grad = -grad
-    if HAS_WEIGHT_DECAY:
-        weight_decay = hyperparameter(weight_decay_bits, compute_dtype)
+    weight_decay = hyperparameter(hyperparameters + 1, compute_dtype)
+    if weight_decay != 0:
         grad = tl.fma(param, weight_decay, grad)
     if HAS_MOMENTUM:
-        momentum = hyperparameter(momentum_bits, compute_dtype)
-        if FIRST_STEP:
+        momentum_buffer_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
+        momentum = hyperparameter(hyperparameters + 2, compute_dtype)
+        if tl.load(hyperparameters + 4) != 0:  # first step: the buffer starts as the gradient
             momentum_buffer = grad
         else:
-            grad_weight = hyperparameter(grad_weight_bits, compute_dtype)
+            grad_weight = hyperparameter(hyperparameters + 3, compute_dtype)
             momentum_buffer = load_upcast(momentum_buffer_ptr, offsets, mask)
             momentum_buffer = tl.fma(grad, grad_weight, momentum_buffer * momentum)
         store_rounded(momentum_buffer_ptr, offsets, momentum_buffer, mask)
@@ -76,57 +62,104 @@ def _sgd_kernel(
             grad = tl.fma(momentum_buffer, momentum, grad)
         else:
             grad = momentum_buffer
-    lr = hyperparameter(lr_bits, compute_dtype)
+    lr = hyperparameter(hyperparameters, compute_dtype)
     store_rounded(param_ptr, offsets, tl.fma(grad, -lr, param), mask)
 
 
+@triton.jit
+def _sgd_kernel(
+    blocks_ptr,
+    tensors_ptr,
+    hyperparameters_ptr,
+    grad_scale_ptr,
+    found_inf_ptr,
+    ELEMENT: tl.constexpr,
+    HAS_MOMENTUM: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    MAXIMIZE: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr,
+    HAS_FOUND_INF: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    """One SGD step over one block of one tensor; the block table says which.
+
+    Each tensor row holds the addresses of a parameter, its gradient and (when
+    ``HAS_MOMENTUM``) its momentum buffer, all of storage dtype ``ELEMENT``, and
+    its hyperparameter row (lr, weight_decay, momentum, 1 - dampening,
+    first_step as float64). The update is torch's ``_single_tensor_sgd``
+    computed in fp32 (fp64 for float64) and rounded once on store:
+
+        g = grad / grad_scale                            if HAS_GRAD_SCALE
+        g = -g if MAXIMIZE else g
+        g = g + weight_decay * param                     if weight_decay != 0
+        buf = g if first_step else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if NESTEROV else buf     if HAS_MOMENTUM
+        param = param - lr * g
+
+    Each ``a + alpha * b`` is an explicit fma, as in torch's ``add(..., alpha=)``,
+    so fp32 and fp64 match torch's for-loop bit for bit. Vector blocks (16-byte
+    aligned buffers, a count that is a multiple of 16) say so to the compiler,
+    which then moves 16-byte vectors; other blocks are masked element by element.
+    With ``HAS_FOUND_INF`` nothing is read or written when ``found_inf`` is nonzero.
+    """
+    if is_vector_block(blocks_ptr):
+        _sgd_block(
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+        )
+    else:
+        _sgd_block(
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+        )
+
+
 def sgd_update(
-    flat_params: torch.Tensor,
-    flat_grads: torch.Tensor,
-    momentum_buffer: torch.Tensor | None = None,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    momentum_buffers: Sequence[torch.Tensor] | None,
     *,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
+    rows: Sequence[int],
+    hyperparameters: Sequence[SGDHyperparameters],
     nesterov: bool,
     maximize: bool,
-    first_step: bool,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
+    table: BlockTable | None = None,
 ) -> None:
-    """Apply one SGD step in place to contiguous 1-D buffers of one real float dtype.
+    """Apply one SGD step in place to every tensor of ``params``, in one launch.
 
-    ``momentum_buffer`` is required when ``momentum != 0``; with ``first_step``
-    it is only written (initialised to the decayed, signed gradient).
-    ``grad_scale`` and ``found_inf`` are GradScaler's one-element float32 tensors
-    on the buffers' device: gradients are divided by ``grad_scale`` (and left
-    unscaled in ``flat_grads``), and nothing changes when ``found_inf`` is nonzero.
+    ``params[i]``, ``grads[i]`` and ``momentum_buffers[i]`` are dense real tensors
+    of one float dtype and one device with identical strides, updated with
+    ``hyperparameters[rows[i]]``. ``momentum_buffers`` is None exactly when no row
+    has momentum; a row's ``first_step`` initialises its buffers from the
+    gradient. ``grad_scale`` and ``found_inf`` are GradScaler's one-element
+    float32 tensors: gradients are divided by ``grad_scale`` (and left unscaled),
+    and nothing changes when ``found_inf`` is nonzero. ``table`` keeps the
+    device tables between calls with the same tensors.
     """
-    n_elements = flat_params.numel()
-    if n_elements == 0:
+    has_momentum = momentum_buffers is not None
+    if has_momentum == any(row.momentum == 0 for row in hyperparameters):
+        raise ValueError("sgd_update: momentum_buffers must be given exactly when every row has momentum")
+    buffers = (params, grads, momentum_buffers if has_momentum else params)
+    block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
+    blocks, tensors, table_rows = (table or BlockTable()).update(
+        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size
+    )
+    if blocks.shape[0] == 0:
         return
-    has_momentum = momentum != 0
-    if has_momentum and momentum_buffer is None:
-        raise ValueError("sgd_update: momentum != 0 needs a momentum_buffer")
-    _sgd_kernel[grid(n_elements)](
-        flat_params,
-        flat_grads,
-        momentum_buffer if has_momentum else flat_grads,
-        *scaling_arguments(flat_grads, grad_scale, found_inf),
-        n_elements,
-        float_bits(lr),
-        float_bits(weight_decay),
-        float_bits(momentum),
-        float_bits(1.0 - dampening),
-        HAS_WEIGHT_DECAY=weight_decay != 0,
+    _sgd_kernel[(blocks.shape[0],)](
+        blocks,
+        tensors,
+        table_rows,
+        *scaling_arguments(table_rows, grad_scale, found_inf),
+        ELEMENT=triton_dtype(params[0].dtype),
         HAS_MOMENTUM=has_momentum,
-        FIRST_STEP=has_momentum and first_step,
         NESTEROV=has_momentum and nesterov,
         MAXIMIZE=maximize,
         HAS_GRAD_SCALE=grad_scale is not None,
         HAS_FOUND_INF=found_inf is not None,
-        BLOCK_SIZE=BLOCK_SIZE,
-        num_warps=NUM_WARPS,
+        BLOCK_SIZE=block_size,
+        num_warps=num_warps,
         enable_fp_fusion=False,
     )

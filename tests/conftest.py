@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from tritonopt import _backend
 
-# cpu_path only sets a module flag for the whole test, so sharing it across examples is safe.
+# cpu_path only chooses the CPU implementation for the whole test, so sharing it across examples is safe.
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture]
 settings.register_profile(
     "ci",
@@ -41,12 +41,12 @@ DEVICE = torch.device(os.environ.get("TRITONOPT_TEST_DEVICE", "cpu"))
 
 
 @pytest.fixture(params=["triton", "torch"])
-def cpu_path(request, monkeypatch):
+def cpu_path(request):
     """Run a test with CPU tensors updated by the Triton kernels, then by the torch path."""
     if request.param == "triton" and not _backend.KERNELS_INTERPRETED and DEVICE.type == "cpu":
         pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
-    monkeypatch.setattr(_backend, "CPU_USES_TRITON", request.param == "triton")
-    return request.param
+    with _backend.cpu_implementation(request.param):
+        yield request.param
 
 
 @pytest.fixture

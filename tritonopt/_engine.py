@@ -1,42 +1,51 @@
-"""The flat-buffer engine: a ``torch.optim.Optimizer`` whose groups live in flat buffers.
+"""The engine: a ``torch.optim.Optimizer`` whose step is one launch per (device, dtype).
 
 A concrete optimizer declares its update functions (a Triton kernel launcher
 and a plain-torch one with the same contract), the per-element state buffers a
 group's step uses (``_state_buffers``), whether it counts steps per parameter
-(``counts_steps``), when a parameter's state starts afresh (``_fresh``) and how a
-group's hyperparameters become update arguments (``_update_arguments``). The
-engine owns flattening, gradient gathering, state exposure through
-``self.state``, step counts, GradScaler's scale and inf flag, staleness checks
-and the split of a bucket into launches.
+(``counts_steps``), when a parameter's state starts afresh (``_fresh``), the
+launch-wide switches a group sets (``_switches``) and how a group's
+hyperparameters become one row of the launch's hyperparameter table
+(``_hyperparameters``). The engine owns the state buffers (``_bucket``), their
+exposure through ``self.state`` and ``state_dict``, step counts, GradScaler's
+scale and inf flag, checks of what users hand it, and the launches.
+
+Parameters and gradients are updated where they live; nothing here moves them.
 """
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
-from itertools import groupby
-from operator import is_, itemgetter
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_, is_not, itemgetter
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch._C._autograd import _profiler_enabled
 from torch.autograd.profiler import record_function
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from . import _backend
-from ._flat import FlatBucket
+from ._bucket import Bucket, is_dense, local, real
+from .kernels._blocks import BlockTable
+
+_GRAD = attrgetter("grad")
 
 
 @dataclass
-class _FlatGroup:
-    params: list[torch.Tensor]
-    buckets: list[FlatBucket]
+class _Launch:
+    """The tensors of one launch, one list per buffer, and each tensor's hyperparameter row."""
 
-    def is_current(self, params: list[torch.Tensor]) -> bool:
-        return (
-            len(params) == len(self.params)
-            and all(map(is_, params, self.params))
-            and all(bucket.is_current() for bucket in self.buckets)
-        )
+    device: torch.device
+    dtype: torch.dtype
+    switches: dict[str, bool]
+    state_keys: tuple[str, ...]
+    params: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor] = field(default_factory=list)
+    state: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)
+    hyperparameters: list[NamedTuple] = field(default_factory=list)
 
 
 class FlatOptimizer(Optimizer):
@@ -44,13 +53,13 @@ class FlatOptimizer(Optimizer):
 
     # --- what a concrete optimizer declares ---------------------------------------
     kernel_update: ClassVar[Callable[..., None]]
-    """The Triton launcher: ``(flat_params, flat_grads, **state_buffers, **arguments)``."""
+    """The Triton launcher: ``(params, grads, *state_lists, rows=, hyperparameters=, **switches, ...)``."""
     torch_update: ClassVar[Callable[..., None]]
-    """The plain-torch update with the same contract, for devices without the kernels."""
+    """The plain-torch update with the same contract, for CPU tensors without the kernels."""
     state_buffer_keys: ClassVar[tuple[str, ...]] = ()
-    """Every per-element state key the optimizer keeps; each lives in a flat buffer."""
+    """Every per-element state key the optimizer keeps, in the update's argument order."""
     counts_steps: ClassVar[bool] = False
-    """Whether ``state[p]['step']`` counts each parameter's steps (passed as ``step``)."""
+    """Whether ``state[p]['step']`` counts each parameter's steps."""
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The keys of ``state_buffer_keys`` a step of ``group`` reads and writes."""
@@ -60,36 +69,53 @@ class FlatOptimizer(Optimizer):
         """Whether a parameter's state is (re)created zeroed at this step, as torch does."""
         return not entry
 
-    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
-        """The update's keyword arguments for ``group``; ``fresh`` as ``_fresh`` said."""
+    def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
+        """The update's code-path keywords for ``group``; groups that differ launch apart."""
+        raise NotImplementedError
+
+    def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> NamedTuple:
+        """The hyperparameter row of ``group``'s parameters that are ``fresh`` (as ``_fresh``
+        said) and take step number ``step`` (None unless ``counts_steps``)."""
         raise NotImplementedError
 
     # --- torch.optim.Optimizer API ----------------------------------------------
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        self._flat_groups: list[_FlatGroup | None] = []
+        self._reset_buckets()
         super().__init__(params, defaults)
         # GradScaler passes its scale and inf flag (as ``grad_scale``/``found_inf``)
         # instead of unscaling and checking the gradients itself.
         self._step_supports_amp_scaling = True
 
+    def _reset_buckets(self) -> None:
+        self._buckets: list[list[Bucket] | None] = []
+        self._group_params: list[list[torch.Tensor]] = []
+        self._tables: dict[tuple, BlockTable] = {}
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
+        params = self.param_groups[-1]["params"]
         try:
-            _check_params(self.param_groups[-1]["params"])
+            _check_params(params)
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
-        self._flat_groups.append(self._flatten(self.param_groups[-1]))
+        # Pack once: a parameter whose elements do not fill one span of memory (a
+        # strided slice) gets dense storage of its own; every other one stays put.
+        for p in params:
+            if not is_dense(local(p)):
+                p.data = p.detach().clone(memory_format=torch.contiguous_format)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "_flat_groups" in self.__dict__ and "state" in state:
-            self._check_loaded_state(state["state"])
         super().__setstate__(state)
-        entries = self._state_entries()
-        for flat_group in self.__dict__.get("_flat_groups", []):
-            if flat_group is not None:
-                for bucket in flat_group.buckets:
-                    self._adopt_state(bucket, entries)
+        self._reset_buckets()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's; the loaded state is checked against the parameters before anything
+        changes, then copied into tritonopt's state buffers."""
+        self._check_loaded_state(state_dict)
+        super().load_state_dict(state_dict)
+        for index in range(len(self.param_groups)):
+            self._group_buckets(index)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -98,58 +124,66 @@ class FlatOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update()
+        return loss
+
+    # --- engine -----------------------------------------------------------------
+    @torch._disable_dynamo
+    def _update(self) -> None:
+        """Every group's update, in one launch per (device, dtype, switches).
+
+        Every check that can raise runs for all groups before anything changes,
+        as torch's ``_init_group`` does before its update. Traced code (``torch.compile``)
+        breaks its graph here and runs the launch eagerly.
+        """
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         entries = self._state_entries()
+        prepared = []
         for index, group in enumerate(self.param_groups):
             if group.get("differentiable", False):
                 raise RuntimeError(
                     f"{type(self).__name__} does not support differentiable=True: "
                     "its update runs in a kernel outside autograd"
                 )
-            # Every check that can raise runs for the whole group before anything
-            # changes, as in torch's ``_init_group``.
-            prepared = [(bucket, self._prepare_bucket(group, bucket, entries)) for bucket in self._flat_group(index).buckets]
-            for bucket, (has_grad, fresh) in prepared:
-                self._step_bucket(
-                    group, bucket, has_grad, fresh, _on(grad_scale, bucket.device), _on(found_inf, bucket.device)
-                )
-        return loss
+            for bucket in self._group_buckets(index):
+                prepared.append((group, bucket, *self._prepare_bucket(group, bucket, entries)))
+        launches: dict[tuple, _Launch] = {}
+        for group, bucket, grads, has_grad, fresh in prepared:
+            self._add_to_launch(launches, group, bucket, grads, has_grad, fresh)
+        for key, launch in launches.items():
+            self._run(key, launch, grad_scale, found_inf)
+        if self.counts_steps and found_inf is not None:
+            for _, bucket, _, has_grad, _ in prepared:
+                if any(has_grad):
+                    bucket.retract_steps(has_grad, _on(found_inf, bucket.device))
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """As ``torch.optim.Optimizer.zero_grad``; with ``set_to_none=False`` the
-        gradients in the flat buffer are zeroed by one fill per bucket and stay there."""
-        if set_to_none:
-            super().zero_grad(set_to_none=True)
-            return
-        with torch.autograd.profiler.record_function(self._zero_grad_profile_name):
-            for index in range(len(self.param_groups)):
-                for bucket in self._flat_group(index).buckets:
-                    bucket.zero_grads()
-
-    # --- engine -----------------------------------------------------------------
-    def _flat_group(self, index: int) -> _FlatGroup:
-        """The flat storage of group ``index``, rebuilt if its parameters moved."""
-        flat_groups = self.__dict__.setdefault("_flat_groups", [])
-        flat_groups.extend([None] * (len(self.param_groups) - len(flat_groups)))
+    def _group_buckets(self, index: int) -> list[Bucket]:
+        """The buckets of group ``index``, rebuilt (state carried over) if its parameters
+        changed: another list, or a parameter's dtype, device or layout."""
+        self._buckets.extend([None] * (len(self.param_groups) - len(self._buckets)))
+        self._group_params.extend([[]] * (len(self.param_groups) - len(self._group_params)))
         params = self.param_groups[index]["params"]
-        flat_group = flat_groups[index]
-        if flat_group is None or not flat_group.is_current(params):
-            _check_params(params)
-            flat_group = flat_groups[index] = self._flatten(self.param_groups[index])
-        return flat_group
-
-    def _flatten(self, group: dict[str, Any]) -> _FlatGroup:
+        buckets = self._buckets[index]
+        known = self._group_params[index]
+        if (
+            buckets is not None
+            and len(params) == len(known)
+            and all(map(is_, params, known))
+            and all(bucket.follow() for bucket in buckets)
+        ):
+            return buckets
+        _check_params(params)
         by_device_dtype: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for p in group["params"]:
+        for p in params:
             by_device_dtype.setdefault((p.device, p.dtype), []).append(p)
-        buckets = []
         entries = self._state_entries()
-        for params in by_device_dtype.values():
-            bucket = FlatBucket(params)
+        buckets = [Bucket(bucket_params) for bucket_params in by_device_dtype.values()]
+        for bucket in buckets:
             self._adopt_state(bucket, entries)
-            buckets.append(bucket)
-        return _FlatGroup(list(group["params"]), buckets)
+        self._buckets[index] = buckets
+        self._group_params[index] = list(params)
+        return buckets
 
     def _state_entries(self) -> dict[int, dict[str, Any]]:
         """``self.state`` keyed by ``id(param)``.
@@ -160,7 +194,10 @@ class FlatOptimizer(Optimizer):
         """
         return dict(zip(map(id, self.state), self.state.values()))
 
-    def _adopt_state(self, bucket: FlatBucket, entries: dict[int, dict[str, Any]]) -> None:
+    def _bucket_keys(self) -> tuple[str, ...]:
+        return self.state_buffer_keys + ("step",) if self.counts_steps else self.state_buffer_keys
+
+    def _adopt_state(self, bucket: Bucket, entries: dict[int, dict[str, Any]]) -> None:
         """Move state tensors that live outside the bucket (loaded, or from an older
         bucket) into it, and expose its views in their place."""
         for index, p in enumerate(bucket.params):
@@ -169,44 +206,57 @@ class FlatOptimizer(Optimizer):
                 keys = [key for key in self._bucket_keys() if entry.get(key) is not None]
                 self._adopt_entry(bucket, index, p, entry, keys)
 
-    def _bucket_keys(self) -> tuple[str, ...]:
-        return self.state_buffer_keys + ("step",) if self.counts_steps else self.state_buffer_keys
-
     def _adopt_entry(
-        self, bucket: FlatBucket, index: int, param: torch.Tensor, entry: dict[str, Any], keys: list[str]
+        self, bucket: Bucket, index: int, param: torch.Tensor, entry: dict[str, Any], keys: list[str]
     ) -> None:
         """Make ``entry[key]`` the bucket's view for each of ``keys``, copying foreign values in."""
         for key in keys:
             value = entry[key]
-            view = bucket.step_view(index) if key == "step" else bucket.state_view(key, index)
+            view = bucket.step_view(index) if key == "step" else bucket.state_views(key)[index]
             if value is not view:
                 if key == "step":
                     view.fill_(float(value))
                 else:
                     _check_state_tensor(key, value, param)
-                    view.copy_(value)
+                    local(view).copy_(local(value))
                 entry[key] = view
 
-    def _check_loaded_state(self, state: dict[Any, Any]) -> None:
-        for param, entry in state.items():
-            if isinstance(param, torch.Tensor) and isinstance(entry, dict):
+    def _check_loaded_state(self, state_dict: dict[str, Any]) -> None:
+        """Per-element state of a parameter's shape, checked as torch maps saved ids to parameters."""
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(saved["params"]) != len(group["params"]) for saved, group in zip(saved_groups, self.param_groups)
+        ):
+            return  # torch raises its own error for this
+        params = dict(
+            zip(
+                chain.from_iterable(saved["params"] for saved in saved_groups),
+                chain.from_iterable(group["params"] for group in self.param_groups),
+            )
+        )
+        for saved_id, entry in state_dict.get("state", {}).items():
+            if saved_id in params and isinstance(entry, dict):
                 for key in self.state_buffer_keys:
                     if entry.get(key) is not None:
-                        _check_state_tensor(key, entry[key], param)
+                        _check_state_tensor(key, entry[key], params[saved_id])
 
     def _prepare_bucket(
-        self, group: dict[str, Any], bucket: FlatBucket, entries: dict[int, dict[str, Any]]
-    ) -> tuple[list[bool], list[bool]]:
-        """Gather the bucket's gradients and state: which parameters have a gradient,
-        and which of those start their state at this step."""
-        has_grad = bucket.gather_grads()
+        self, group: dict[str, Any], bucket: Bucket, entries: dict[int, dict[str, Any]]
+    ) -> tuple[list[torch.Tensor | None], list[bool], list[bool]]:
+        """The bucket's gradients as the update reads them (None where a parameter has
+        none), which parameters have one, and which start their state at this step."""
+        grads = list(map(_GRAD, bucket.params))
+        has_grad = list(map(is_not, grads, repeat(None)))
+        _check_grads(bucket, grads, has_grad)
+        grads = _kernel_grads(bucket, grads, has_grad)
         keys = self._state_buffers(group)
+        no_fresh = [False] * len(has_grad)
         if not (keys or self.counts_steps):
-            return has_grad, [False] * len(has_grad)
+            return grads, has_grad, no_fresh
         param_entries = list(map(entries.get, map(id, bucket.params)))
         step_keys = keys + ("step",) if self.counts_steps else keys
         if _state_in_place(bucket, step_keys, has_grad, param_entries):
-            return has_grad, [False] * len(has_grad)
+            return grads, has_grad, no_fresh
         fresh = []
         for index, (p, grad, entry) in enumerate(zip(bucket.params, has_grad, param_entries)):
             if not grad:
@@ -217,7 +267,8 @@ class FlatOptimizer(Optimizer):
             is_fresh = self._fresh(entry)
             if is_fresh:
                 for key in keys:
-                    entry[key] = bucket.state_view(key, index).zero_()
+                    entry[key] = bucket.state_views(key)[index]
+                    local(entry[key]).zero_()
                 if self.counts_steps:
                     entry["step"] = bucket.step_view(index).zero_()
             else:
@@ -226,57 +277,80 @@ class FlatOptimizer(Optimizer):
                     raise KeyError(missing[0])  # torch's state lookup raises the same
                 self._adopt_entry(bucket, index, p, entry, list(step_keys))
             fresh.append(is_fresh)
-        return has_grad, fresh
+        return grads, has_grad, fresh
 
-    def _step_bucket(
+    def _add_to_launch(
         self,
+        launches: dict[tuple, _Launch],
         group: dict[str, Any],
-        bucket: FlatBucket,
+        bucket: Bucket,
+        grads: list[torch.Tensor | None],
         has_grad: list[bool],
         fresh: list[bool],
-        grad_scale: torch.Tensor | None,
-        found_inf: torch.Tensor | None,
     ) -> None:
+        """Append the bucket's parameters with a gradient to their launch, with their rows."""
+        if not any(has_grad):
+            return
         keys = self._state_buffers(group)
-        steps = bucket.advance_steps(has_grad) if self.counts_steps else [None] * len(has_grad)
-        on_triton = _backend.uses_triton(bucket.device)
-        update = self.kernel_update if on_triton else self.torch_update
-        # One launch per run of consecutive parameters with a gradient, the same state
-        # status and step count: a single launch for the whole bucket in the steady state.
-        if all(has_grad) and not any(fresh) and steps.count(steps[0]) == len(steps):
-            runs = [((True, False, steps[0]), len(steps))]
-        else:
-            runs = [(key, len(list(run))) for key, run in groupby(zip(has_grad, fresh, steps))]
-        index = 0
-        for (grad, is_fresh, step), length in runs:
+        switches = self._switches(group)
+        dtype = bucket.kernel_params[0].dtype
+        key = (bucket.device, dtype, tuple(switches.items()), keys)
+        launch = launches.get(key)
+        if launch is None:
+            launch = launches[key] = _Launch(bucket.device, dtype, switches, keys, state={k: [] for k in keys})
+        steps = bucket.advance_steps(has_grad) if self.counts_steps else repeat(None)
+        rows: dict[tuple[bool, float | None], int] = {}
+        if all(has_grad) and not any(fresh) and (not self.counts_steps or steps.count(steps[0]) == len(steps)):
+            # The steady state: the whole bucket, one row, C-level list extensions.
+            row = len(launch.hyperparameters)
+            launch.hyperparameters.append(self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
+            launch.params.extend(bucket.kernel_params)
+            launch.grads.extend(grads)
+            for k in keys:
+                launch.state[k].extend(bucket.kernel_views[k])
+            launch.rows.extend(repeat(row, len(grads)))
+            return
+        for grad, is_fresh, step in zip(has_grad, fresh, steps):
+            if grad and (is_fresh, step) not in rows:
+                rows[is_fresh, step] = len(launch.hyperparameters)
+                launch.hyperparameters.append(self._hyperparameters(group, is_fresh, step))
             if grad:
-                segment = bucket.segment(index, index + length)
-                arguments = self._update_arguments(group, is_fresh)
-                if step is not None:
-                    arguments["step"] = step
-                # A range costs ~10 us even when nothing records it: only build one when profiling.
-                range_name = _profiler_enabled() and _launch_name(self, on_triton, bucket.dtype, arguments)
-                with record_function(range_name) if range_name else nullcontext():
-                    update(
-                        segment.params,
-                        segment.grads,
-                        **{key: segment.state[key] for key in keys},
-                        **arguments,
-                        grad_scale=grad_scale,
-                        found_inf=found_inf,
-                    )
-            index += length
-        if self.counts_steps and found_inf is not None:
-            bucket.retract_steps(has_grad, found_inf)
+                launch.rows.append(rows[is_fresh, step])
+        launch.params.extend(compress(bucket.kernel_params, has_grad))
+        launch.grads.extend(compress(grads, has_grad))
+        for k in keys:
+            launch.state[k].extend(compress(bucket.kernel_views[k], has_grad))
+
+    def _run(
+        self, key: tuple, launch: _Launch, grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
+    ) -> None:
+        on_triton = _backend.uses_triton(launch.device)
+        update = self.kernel_update if on_triton else self.torch_update
+        state = [launch.state.get(k) for k in self.state_buffer_keys]
+        # A range costs ~10 us even when nothing records it: only build one when profiling.
+        range_name = _profiler_enabled() and _launch_name(self, on_triton, launch)
+        device_guard = torch.cuda.device(launch.device) if launch.device.type == "cuda" else nullcontext()
+        with device_guard, record_function(range_name) if range_name else nullcontext():
+            update(
+                launch.params,
+                launch.grads,
+                *state,
+                rows=launch.rows,
+                hyperparameters=launch.hyperparameters,
+                **launch.switches,
+                grad_scale=_on(grad_scale, launch.device),
+                found_inf=_on(found_inf, launch.device),
+                table=self._tables.setdefault(key, BlockTable()),
+            )
 
 
-def _launch_name(optimizer: Optimizer, on_triton: bool, dtype: torch.dtype, arguments: dict[str, Any]) -> str:
+def _launch_name(optimizer: Optimizer, on_triton: bool, launch: _Launch) -> str:
     """The profiler range of one launch: optimizer, path, dtype and the switches that are on,
     e.g. ``tritonopt.SGD/triton/float32/nesterov`` (shown in Chrome traces, and in Nsight
     under ``torch.autograd.profiler.emit_nvtx``). Built only while a profiler runs."""
-    switches = "+".join(key for key, value in arguments.items() if value is True) or "plain"
+    switches = "+".join(key for key, value in launch.switches.items() if value is True) or "plain"
     path = "triton" if on_triton else "torch"
-    return f"tritonopt.{type(optimizer).__name__}/{path}/{str(dtype).removeprefix('torch.')}/{switches}"
+    return f"tritonopt.{type(optimizer).__name__}/{path}/{str(launch.dtype).removeprefix('torch.')}/{switches}"
 
 
 def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -284,7 +358,7 @@ def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | Non
 
 
 def _state_in_place(
-    bucket: FlatBucket, keys: tuple[str, ...], has_grad: list[bool], param_entries: list[dict[str, Any] | None]
+    bucket: Bucket, keys: tuple[str, ...], has_grad: list[bool], param_entries: list[dict[str, Any] | None]
 ) -> bool:
     """The steady state: every parameter with a gradient holds the bucket's own views."""
     if not all(_views(bucket, key) for key in keys):
@@ -304,13 +378,19 @@ def _state_in_place(
     )
 
 
-def _views(bucket: FlatBucket, key: str) -> list[torch.Tensor]:
-    return bucket.step_views if key == "step" else bucket.state_views.get(key, [])
+def _views(bucket: Bucket, key: str) -> list[torch.Tensor]:
+    return bucket.step_views if key == "step" else bucket.views.get(key, [])
 
 
 def _check_params(params: list[torch.Tensor]) -> None:
-    """Reject what cannot live in a flat buffer, before anything is moved."""
+    """Reject what tritonopt cannot update, before anything is moved."""
     seen: set[int] = set()
+    meshes = {p.device_mesh for p in params if isinstance(p, DTensor)}
+    if len(meshes) > 1:
+        raise ValueError(
+            f"a parameter group mixes DTensors of {len(meshes)} device meshes; "
+            "put the parameters of each mesh in a group of its own"
+        )
     for index, p in enumerate(params):
         if not (p.is_floating_point() or p.is_complex()):
             raise TypeError(
@@ -327,6 +407,53 @@ def _check_params(params: list[torch.Tensor]) -> None:
         seen.add(id(p))
 
 
+def _check_grads(bucket: Bucket, grads: list[torch.Tensor | None], has_grad: list[bool]) -> None:
+    """Gradients the update can read: dense, of their parameter's shape, dtype and device."""
+    present = list(compress(grads, has_grad))
+    if (
+        list(map(attrgetter("shape"), present)) == list(compress(bucket.shapes, has_grad))
+        and all(map(is_, map(attrgetter("dtype"), present), repeat(bucket.dtype)))
+        and all(map(torch.device.__eq__, map(attrgetter("device"), present), repeat(bucket.device)))
+        and not any(map(attrgetter("is_sparse"), present))
+    ):
+        return
+    for p, grad in zip(bucket.params, grads):
+        if grad is None:
+            continue
+        if grad.is_sparse:
+            raise RuntimeError(
+                "tritonopt does not support sparse gradients; use torch.optim.SGD for "
+                "parameters with sparse gradients (e.g. nn.Embedding(sparse=True))"
+            )
+        if grad.shape != p.shape or grad.dtype != p.dtype or grad.device != p.device:
+            raise RuntimeError(
+                f"gradient of shape {tuple(grad.shape)}, {grad.dtype} on {grad.device} does not "
+                f"match its parameter of shape {tuple(p.shape)}, {p.dtype} on {p.device}"
+            )
+
+
+def _kernel_grads(
+    bucket: Bucket, grads: list[torch.Tensor | None], has_grad: list[bool]
+) -> list[torch.Tensor | None]:
+    """The gradients as the update reads them: real local tensors laid out as their parameter.
+
+    Gradients autograd made already are (its layout contract); a gradient set by
+    hand in another layout is read through a copy in the parameter's layout.
+    """
+    if not bucket.distributed and not bucket.dtype.is_complex:
+        if list(map(torch.Tensor.stride, compress(grads, has_grad))) == list(compress(bucket.strides, has_grad)):
+            return grads
+    kernel_grads: list[torch.Tensor | None] = []
+    for grad, param_local, stride in zip(grads, bucket.locals, bucket.strides):
+        if grad is not None:
+            grad = local(grad)
+            if grad.stride() != stride and grad.numel() > 1:
+                grad = torch.empty_like(param_local).copy_(grad)
+            grad = real(grad)
+        kernel_grads.append(grad)
+    return kernel_grads
+
+
 def _check_state_tensor(key: str, value: Any, param: torch.Tensor) -> None:
     if not isinstance(value, torch.Tensor) or value.shape != param.shape:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -334,3 +461,4 @@ def _check_state_tensor(key: str, value: Any, param: torch.Tensor) -> None:
             f"optimizer state {key!r} of shape {shape} does not match its parameter "
             f"of shape {tuple(param.shape)}"
         )
+

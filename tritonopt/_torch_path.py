@@ -1,135 +1,176 @@
-"""The plain-torch updates for devices the Triton kernels do not run on (CPU by default).
+"""The plain-torch updates for CPU tensors when the Triton kernels are not interpreted.
 
-Each applies torch's own fused op (what ``torch.optim.SGD(fused=True)`` and
-``torch.optim.Adam(fused=True)`` call) to the same flat buffers the kernels use,
-with the kernels' contracts: one fused pass per segment, GradScaler's scale and
-inf flag handled inside it. bf16/fp16 SGD segments are updated through fp32
-copies and rounded once, the kernels' numerics, because torch 2.13's CPU fused
-SGD gives wrong results for 16-bit tensors (errors of 0.3 on values of order 1,
-checked in ``tests/test_kernels.py``); its fused Adam already computes them in
-fp32 and rounds once.
+Each has its kernel launcher's contract (``tritonopt.kernels.sgd.sgd_update``,
+``tritonopt.kernels.adam.adam_update``) and applies torch's own fused op (what
+``torch.optim.SGD(fused=True)`` and ``torch.optim.Adam(fused=True)`` call) once
+per hyperparameter row, over that row's tensors in place. bf16/fp16 SGD is
+computed on fp32 copies and rounded once, the kernels' numerics, because torch
+2.13's CPU fused SGD gives wrong results for 16-bit tensors (errors of 0.3 on
+values of order 1, checked in ``tests/test_kernels.py``); its fused Adam already
+computes them in fp32 and rounds once.
 """
+
+from collections.abc import Sequence
+from itertools import compress
 
 import torch
 from torch.optim.adam import _single_tensor_adam
 
+from .kernels.adam import AdamHyperparameters
+from .kernels.sgd import SGDHyperparameters
+
 _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
 
-def _in_fp32(update, buffers: tuple[torch.Tensor | None, ...], write_back: tuple[bool, ...]) -> None:
+def _by_row(rows: Sequence[int], *columns: Sequence[torch.Tensor] | None):
+    """``(row, [column[i] for i with rows[i] == row] for each column)`` per row in use;
+    an absent (None) column stays None."""
+    members: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        members.setdefault(row, []).append(index)
+    for row, indices in members.items():
+        yield row, [None if column is None else [column[i] for i in indices] for column in columns]
+
+
+def _in_fp32(update, buffers: list[list[torch.Tensor] | None], write_back: tuple[bool, ...]) -> None:
     """Run ``update`` on fp32 copies of 16-bit ``buffers`` and round the ``write_back`` ones once."""
-    if buffers[0].dtype not in _ROUNDED_ONCE:
+    if buffers[0][0].dtype not in _ROUNDED_ONCE:
         update(*buffers)
         return
-    computed = tuple(None if b is None else b.float() for b in buffers)
+    computed = [None if b is None else [t.float() for t in b] for b in buffers]
     update(*computed)
-    for buffer, value, written in zip(buffers, computed, write_back):
+    for buffer, values, written in zip(buffers, computed, write_back):
         if written and buffer is not None:
-            buffer.copy_(value)
+            torch._foreach_copy_(buffer, values)
+
+
+def _fused_sgd(params, grads, buffers, h: SGDHyperparameters, nesterov, maximize, grad_scale, found_inf) -> None:
+    has_momentum = h.momentum != 0
+    torch._fused_sgd_(
+        params,
+        grads,
+        buffers if has_momentum else [],
+        weight_decay=h.weight_decay,
+        momentum=h.momentum,
+        lr=h.lr,
+        dampening=h.dampening,
+        nesterov=nesterov,
+        maximize=maximize,
+        is_first_step=has_momentum and h.first_step,
+        grad_scale=grad_scale,
+        found_inf=found_inf,
+    )
+
+
+def _foreach_sgd(params, grads, buffers, h: SGDHyperparameters, nesterov, maximize, grad_scale, found_inf) -> None:
+    """torch's for-loop SGD as foreach ops (gradients left as they are, unlike torch's
+    foreach path with nesterov), with the fused op's GradScaler contract."""
+    if found_inf is not None and found_inf.item():
+        return
+    if grad_scale is not None:
+        torch._foreach_div_(grads, grad_scale.to(grads[0].dtype))
+    update = torch._foreach_neg(grads) if maximize else grads
+    if h.weight_decay != 0:
+        update = torch._foreach_add(update, params, alpha=h.weight_decay)
+    if h.momentum != 0:
+        if h.first_step:
+            torch._foreach_copy_(buffers, update)
+        else:
+            torch._foreach_mul_(buffers, h.momentum)
+            torch._foreach_add_(buffers, update, alpha=1 - h.dampening)
+        update = torch._foreach_add(update, buffers, alpha=h.momentum) if nesterov else buffers
+    torch._foreach_add_(params, update, alpha=-h.lr)
 
 
 def sgd_update(
-    flat_params: torch.Tensor,
-    flat_grads: torch.Tensor,
-    momentum_buffer: torch.Tensor | None = None,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    momentum_buffers: Sequence[torch.Tensor] | None,
     *,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
+    rows: Sequence[int],
+    hyperparameters: Sequence[SGDHyperparameters],
     nesterov: bool,
     maximize: bool,
-    first_step: bool,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
+    table: object = None,
 ) -> None:
-    """Same contract as ``tritonopt.kernels.sgd.sgd_update``."""
-    if flat_params.numel() == 0:
-        return
-    has_momentum = momentum != 0
+    """Same contract as ``tritonopt.kernels.sgd.sgd_update`` (``table`` is unused).
 
-    def update(params, grads, buffer):
-        torch._fused_sgd_(
-            [params],
-            [grads],
-            [buffer] if has_momentum else [],
-            weight_decay=weight_decay,
-            momentum=momentum,
-            lr=lr,
-            dampening=dampening,
-            nesterov=nesterov,
-            maximize=maximize,
-            is_first_step=has_momentum and first_step,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-        )
+    Tensors of whole 16-element vectors go through torch's fused op; the others
+    through foreach ops, because the fused op rounds its scalar tail differently
+    from torch's for-loop (an fma), and momentum carries that difference on.
+    """
+    whole_vectors = [numel % 16 == 0 for numel in map(torch.Tensor.numel, params)]
+    for by_length, update in ((whole_vectors, _fused_sgd), ([not w for w in whole_vectors], _foreach_sgd)):
+        columns = [list(compress(column, by_length)) if column is not None else None for column in (params, grads, momentum_buffers)]
+        for row, buffers in _by_row(list(compress(rows, by_length)), *columns):
+            h = hyperparameters[row]
+            if h.momentum == 0:
+                buffers[2] = None
 
-    buffers = (flat_params, flat_grads, momentum_buffer if has_momentum else None)
-    _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True))
+            def row_update(params, grads, momentum_buffers, h=h, update=update):
+                update(params, grads, momentum_buffers, h, nesterov, maximize, grad_scale, found_inf)
+
+            _in_fp32(row_update, buffers, write_back=(True, grad_scale is not None, True))
 
 
 def adam_update(
-    flat_params: torch.Tensor,
-    flat_grads: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    max_exp_avg_sq: torch.Tensor | None = None,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    max_exp_avg_sqs: Sequence[torch.Tensor] | None,
     *,
-    step: int,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
+    rows: Sequence[int],
+    hyperparameters: Sequence[AdamHyperparameters],
     decoupled_weight_decay: bool,
     amsgrad: bool,
     maximize: bool,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
+    table: object = None,
 ) -> None:
-    """Same contract as ``tritonopt.kernels.adam.adam_update``."""
-    if flat_params.numel() == 0:
-        return
-    tensor_hyperparameters = any(isinstance(h, torch.Tensor) for h in (lr, beta1, beta2))
-    if tensor_hyperparameters:
-        # torch's fused op computes its scalars in double, its for-loop (the reference)
-        # in the tensor hyperparameter's dtype: run the for-loop's own function.
-        def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
-            if found_inf is not None and found_inf.item():
-                return
-            if grad_scale is not None:
-                grads.div_(grad_scale.to(grads.dtype))
-            _single_tensor_adam(
-                [params], [grads], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if amsgrad else [],
-                [torch.tensor(float(step - 1))], None, None, amsgrad=amsgrad, has_complex=False,
-                beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps, maximize=maximize,
-                capturable=False, differentiable=False, decoupled_weight_decay=decoupled_weight_decay,
-            )
+    """Same contract as ``tritonopt.kernels.adam.adam_update`` (``table`` is unused)."""
+    columns = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None)
+    for row, buffers in _by_row(rows, *columns):
+        h = hyperparameters[row]
+        if any(isinstance(value, torch.Tensor) for value in (h.lr, h.beta1, h.beta2)):
+            # torch's fused op computes its scalars in double, its for-loop (the reference)
+            # in the tensor hyperparameter's dtype: run the for-loop's own function.
+            def update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h=h):
+                if found_inf is not None and found_inf.item():
+                    return
+                if grad_scale is not None:
+                    torch._foreach_div_(grads, grad_scale.to(grads[0].dtype))
+                _single_tensor_adam(
+                    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or [],
+                    [torch.tensor(float(h.step - 1)) for _ in params], None, None, amsgrad=amsgrad,
+                    has_complex=False, beta1=h.beta1, beta2=h.beta2, lr=h.lr, weight_decay=h.weight_decay,
+                    eps=h.eps, maximize=maximize, capturable=False, differentiable=False,
+                    decoupled_weight_decay=decoupled_weight_decay,
+                )
 
-    else:
+            _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))
+            continue
         fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
-
-        def update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq):
-            fused_adam(
-                [params],
-                [grads],
-                [exp_avg],
-                [exp_avg_sq],
-                [max_exp_avg_sq] if amsgrad else [],
-                [torch.tensor(float(step), dtype=torch.float32, device=params.device)],
-                amsgrad=amsgrad,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=weight_decay,
-                eps=eps,
-                maximize=maximize,
-                grad_scale=grad_scale,
-                found_inf=found_inf,
-            )
-
-    buffers = (flat_params, flat_grads, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
-    if tensor_hyperparameters:
-        _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))
-    else:  # torch's CPU fused Adam computes 16-bit buffers in fp32 and rounds once already
-        update(*buffers)
+        # torch's CPU fused Adam computes 16-bit buffers in fp32 and rounds once already.
+        row_params, row_grads, row_exp_avgs, row_exp_avg_sqs, row_max_exp_avg_sqs = buffers
+        step = torch.tensor(float(h.step), dtype=torch.float32, device=row_params[0].device)
+        fused_adam(
+            row_params,
+            row_grads,
+            row_exp_avgs,
+            row_exp_avg_sqs,
+            row_max_exp_avg_sqs or [],
+            [step] * len(row_params),
+            amsgrad=amsgrad,
+            lr=h.lr,
+            beta1=h.beta1,
+            beta2=h.beta2,
+            weight_decay=h.weight_decay,
+            eps=h.eps,
+            maximize=maximize,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )

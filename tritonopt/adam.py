@@ -8,6 +8,7 @@ from . import _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import adam as adam_kernels
+from .kernels.adam import AdamHyperparameters
 
 
 class Adam(FlatOptimizer):
@@ -113,18 +114,23 @@ class Adam(FlatOptimizer):
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self.state_buffer_keys if group["amsgrad"] else self.state_buffer_keys[:2]
 
-    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
+    def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
         return {
-            "lr": group["lr"],  # tensors stay tensors: torch's scalar arithmetic depends on it
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": float(group["eps"]),
-            "weight_decay": float(group["weight_decay"]),
             "decoupled_weight_decay": bool(group["decoupled_weight_decay"]),
             "amsgrad": bool(group["amsgrad"]),
             "maximize": bool(group["maximize"]),
         }
+
+    def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> AdamHyperparameters:
+        beta1, beta2 = group["betas"]
+        return AdamHyperparameters(
+            lr=group["lr"],  # tensors stay tensors: torch's scalar arithmetic depends on it
+            beta1=beta1,
+            beta2=beta2,
+            eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            step=step,
+        )
 
 
 class AdamW(Adam):

@@ -8,6 +8,7 @@ from . import _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import sgd as sgd_kernels
+from .kernels.sgd import SGDHyperparameters
 
 
 class SGD(FlatOptimizer):
@@ -95,13 +96,14 @@ class SGD(FlatOptimizer):
     def _fresh(self, entry: dict[str, Any]) -> bool:
         return entry.get("momentum_buffer") is None
 
-    def _update_arguments(self, group: dict[str, Any], fresh: bool) -> dict[str, Any]:
-        return {
-            "lr": float(group["lr"]),
-            "weight_decay": float(group["weight_decay"]),
-            "momentum": float(group["momentum"]),
-            "dampening": float(group["dampening"]),
-            "nesterov": bool(group["nesterov"]),
-            "maximize": bool(group["maximize"]),
-            "first_step": fresh,
-        }
+    def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
+        return {"nesterov": bool(group["nesterov"]), "maximize": bool(group["maximize"])}
+
+    def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> SGDHyperparameters:
+        return SGDHyperparameters(
+            lr=float(group["lr"]),
+            weight_decay=float(group["weight_decay"]),
+            momentum=float(group["momentum"]),
+            dampening=float(group["dampening"]),
+            first_step=fresh,
+        )

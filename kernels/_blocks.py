@@ -1,0 +1,129 @@
+"""Block tables: which elements of which tensors each program of a launch updates.
+
+One launch updates tensors that live anywhere: in tritonopt's buffers, in FSDP2's
+shards, in ZeRO's or DDP's buckets, in gradients autograd just allocated. The
+host describes them in two int64 tables on their device:
+
+* the tensor table, one row per tensor: the address of each of its buffers
+  (parameter, gradient, state, ...) and the row of the hyperparameter table
+  that applies to it;
+* the block table, one row per program: its tensor, first element, element
+  count, and whether it takes the vector path. A tensor whose buffers all start
+  on 16 bytes gets vector blocks over its first ``numel - numel % VECTOR``
+  elements and one masked tail block; any other tensor gets masked blocks.
+
+Tensors handed to a launch are dense and share their layout across buffers, so
+an elementwise pass over ``numel`` elements from each address is the update.
+The tables are rebuilt only when an address, a row or a size changes.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+# Elements that a vector block's count is a multiple of: 16-byte vectors of any
+# storage dtype (four fp32, eight bf16) divide it.
+VECTOR = 16
+BLOCK_COLUMNS = 4  # tensor row, first element, element count, vector path
+
+
+@triton.jit
+def is_vector_block(blocks_ptr):
+    """Whether this program's block takes the vector path."""
+    return tl.load(blocks_ptr + tl.program_id(0).to(tl.int64) * 4 + 3) != 0
+
+
+@triton.jit
+def block_of_program(blocks_ptr, tensors_ptr, TENSOR_COLUMNS: tl.constexpr, VECTOR: tl.constexpr):
+    """This program's tensor row (a pointer into the tensor table), first element and count.
+
+    Call it inside the branch on ``is_vector_block``: ``tl.multiple_of`` marks the
+    operation that defines a value, so values hinted for the vector path must
+    not be shared with the masked one.
+    """
+    block = blocks_ptr + tl.program_id(0).to(tl.int64) * 4
+    row = tensors_ptr + tl.load(block) * TENSOR_COLUMNS
+    count = tl.load(block + 2)
+    if VECTOR:
+        count = tl.multiple_of(count, 16)
+    return row, tl.load(block + 1), count
+
+
+@triton.jit
+def buffer_pointer(row, column: tl.constexpr, first, ELEMENT: tl.constexpr, VECTOR: tl.constexpr):
+    """The address in ``column`` of a tensor row, typed and advanced to element ``first``;
+    on the vector path, known to the compiler to be 16-byte aligned."""
+    pointer = tl.load(row + column).to(tl.pointer_type(ELEMENT)) + first
+    if VECTOR:
+        pointer = tl.multiple_of(pointer, 16)
+    return pointer
+
+
+def _addresses(tensors: Sequence[torch.Tensor]) -> list[int]:
+    return list(map(torch.Tensor.data_ptr, tensors))
+
+
+class BlockTable:
+    """The device tables of one launch, kept between steps and rebuilt only on change.
+
+    ``update`` takes the launch's buffers (one list per table column, equal
+    lengths), each tensor's hyperparameter row, and the hyperparameter rows
+    themselves (tuples of floats); it returns ``(blocks, tensors, hyperparameters)``
+    on the tensors' device.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._layout_key: tuple | None = None
+        self._rows_key: list | None = None
+        self.tensors: torch.Tensor | None = None
+        self.blocks: torch.Tensor | None = None
+        self.hyperparameters: torch.Tensor | None = None
+
+    def update(
+        self,
+        buffers: Sequence[Sequence[torch.Tensor]],
+        rows: Sequence[int],
+        hyperparameters: Sequence[tuple[float, ...]],
+        block_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        device = buffers[0][0].device
+        addresses = [_addresses(column) for column in buffers]
+        numels = list(map(torch.Tensor.numel, buffers[0]))
+        key = (addresses, list(rows), numels, block_size, device)
+        if key != self._key:
+            host = torch.tensor([*addresses, list(rows)], dtype=torch.int64).T.contiguous()
+            aligned = (host[:, :-1] % 16 == 0).all(dim=1)
+            layout_key = (numels, aligned.tolist(), block_size)
+            if layout_key != self._layout_key:
+                self.blocks = _to_device(_block_rows(torch.tensor(numels), aligned, block_size), device)
+                self._layout_key = layout_key
+            self.tensors = _to_device(host, device)
+            self._key = key
+        if hyperparameters != self._rows_key:
+            self.hyperparameters = _to_device(torch.tensor(hyperparameters, dtype=torch.float64), device)
+            self._rows_key = list(hyperparameters)
+        return self.blocks, self.tensors, self.hyperparameters
+
+
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A fresh host table on ``device``; on CUDA copied from pinned memory without a host wait."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def _block_rows(numels: torch.Tensor, aligned: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The block table for tensors of ``numels`` elements (vectorised over tensors)."""
+    body = torch.where(aligned, numels - numels % VECTOR, 0)
+    body_blocks = (body + block_size - 1) // block_size
+    rest_blocks = (numels - body + block_size - 1) // block_size
+    per_tensor = body_blocks + rest_blocks
+    tensor = torch.repeat_interleave(torch.arange(numels.numel()), per_tensor)
+    within = torch.arange(tensor.numel()) - torch.repeat_interleave(per_tensor.cumsum(0) - per_tensor, per_tensor)
+    in_body = within < body_blocks[tensor]
+    first = torch.where(in_body, within * block_size, body[tensor] + (within - body_blocks[tensor]) * block_size)
+    end = torch.minimum(first + block_size, torch.where(in_body, body[tensor], numels[tensor]))
+    return torch.stack([tensor, first, end - first, in_body.to(torch.int64)], dim=1).contiguous()

@@ -52,7 +52,7 @@ def cpu_path(request):
 @pytest.fixture
 def record_updates(monkeypatch):
     """``record_updates(optimizer_class, summary)`` wraps both update paths of the class and
-    returns a list that gets ``summary(flat_params, kwargs)`` for every launch."""
+    returns a list that gets ``summary(params, kwargs)`` for every launch."""
 
     def watch(optimizer_class, summary):
         calls = []

@@ -225,8 +225,8 @@ def test_hyperparameter_changes_between_steps(cpu_path, name):
         _train([(ref_model, reference), (cand_model, candidate)], generator, 1, context=f"{key}={value}:")
 
 
-def test_steady_state_is_one_launch_per_step_count(cpu_path, record_updates):
-    launches = record_updates(tritonopt.Adam, lambda flat_params, kwargs: (flat_params.numel(), kwargs["step"]))
+def test_one_launch_a_step_with_a_row_per_step_count(cpu_path, record_updates):
+    launches = record_updates(tritonopt.Adam, lambda params, kwargs: [row.step for row in kwargs["hyperparameters"]])
     model = _model(seed=7)
     optimizer = tritonopt.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(71)
@@ -238,5 +238,5 @@ def test_steady_state_is_one_launch_per_step_count(cpu_path, record_updates):
         if step == 0:
             model[3].bias.grad = None
         optimizer.step()
-        runs.append([s for _, s in launches])
-    assert runs == [[1.0], [2.0, 1.0], [3.0, 2.0]], "parameters of one step count share a launch"
+        runs.append(list(launches))
+    assert runs == [[[1.0]], [[2.0, 1.0]]] + [[[3.0, 2.0]]], "one launch a step, one row per step count"

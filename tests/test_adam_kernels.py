@@ -14,25 +14,24 @@ from torch.optim.adam import _single_tensor_adam
 
 from tritonopt import _backend, _torch_path
 from tritonopt.kernels import adam as adam_kernels
-from tritonopt.kernels._launch import BLOCK_SIZE
+from tritonopt.kernels.adam import AdamHyperparameters
 
 from conftest import DEVICE
+from launch_tensors import assert_guards_untouched, launch_views
 
-SIZES = [0, 1, 17, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 3 * BLOCK_SIZE + 5]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-TAIL = 37  # elements past the end that must stay untouched
 STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def _variants():
     for (weight_decay, decoupled), amsgrad, maximize in itertools.product(
-        [(0.0, False), (0.05, False), (0.05, True)], [False, True], [False, True]
+        [(0.0, False), (0.05, False), (0.0, True), (0.05, True)], [False, True], [False, True]
     ):
         yield dict(weight_decay=weight_decay, decoupled_weight_decay=decoupled, amsgrad=amsgrad, maximize=maximize)
 
 
 VARIANTS = list(_variants())
-HYPERPARAMETERS = dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6)
+HYPERPARAMETERS = dict(lr=0.01, beta1=0.8, beta2=0.95)
 
 
 def _implementations():
@@ -42,55 +41,76 @@ def _implementations():
     return impls
 
 
-def _buffers(n, dtype, seed):
-    """param, grad and state with TAIL guard elements; second moments are non-negative."""
-    generator = torch.Generator().manual_seed(seed)
-    values = [torch.randn(n + TAIL, generator=generator, dtype=torch.float64) for _ in range(5)]
-    values[3] = values[3].square() * 0.1
-    values[4] = values[3] + values[4].square() * 0.1 * (torch.rand(n + TAIL, generator=generator) < 0.5)
-    return [v.to(dtype=dtype, device=DEVICE) for v in values]
+def _second_moment(storage, generator):
+    return storage.square() * 0.1
 
 
-def _expected(param, grad, state, variant, step):
-    """torch's for-loop update from step ``step - 1``; 16-bit dtypes computed in fp32, rounded once."""
+def _max_second_moment(storage, generator):
+    return storage.square() * 0.2 + 0.1 * (torch.rand(storage.shape, generator=generator, dtype=torch.float64) < 0.5)
+
+
+def _rows(variant):
+    """Two rows of different values and step numbers (weight decay switched on or off)."""
+    weight_decay = variant["weight_decay"]
+    return [
+        AdamHyperparameters(eps=1e-6, step=3, weight_decay=weight_decay, **HYPERPARAMETERS),
+        AdamHyperparameters(lr=0.003, beta1=0.5, beta2=0.9, eps=1e-8, weight_decay=0.05 - weight_decay, step=1),
+    ]
+
+
+def _expected(param, grad, state, row, variant):
+    """torch's for-loop update from step ``row.step - 1``; 16-bit dtypes computed in fp32, rounded once."""
     compute = torch.float32 if param.dtype in (torch.bfloat16, torch.float16) else param.dtype
     param, grad, *state = (t.to(compute, copy=True) for t in (param, grad, *state))
     _single_tensor_adam(
-        [param], [grad], [state[0]], [state[1]], [state[2]], [torch.tensor(float(step - 1))],
+        [param], [grad], [state[0]], [state[1]], [state[2]], [torch.tensor(float(row.step - 1))],
         None, None, has_complex=False, capturable=False, differentiable=False,
-        lr=HYPERPARAMETERS["lr"], beta1=HYPERPARAMETERS["beta1"], beta2=HYPERPARAMETERS["beta2"],
-        eps=HYPERPARAMETERS["eps"], **variant,
+        lr=row.lr, beta1=row.beta1, beta2=row.beta2, eps=row.eps, weight_decay=row.weight_decay, **variant,
     )
     return param, state
 
 
 @pytest.mark.parametrize("update", _implementations())
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
-def test_update_matches_torch(update, dtype, n, variant):
-    step = 1 + n % 5
-    param, grad, *state = _buffers(n, dtype, seed=n)
-    expected_param, expected_state = _expected(param[:n], grad[:n], [s[:n] for s in state], variant, step)
-    before = [t.clone() for t in (param, grad, *state)]
-    buffers = dict(zip(STATE, (s[:n] for s in state)))
-    if not variant["amsgrad"]:
-        buffers.pop("max_exp_avg_sq")
-    update(param[:n], grad[:n], **buffers, step=step, **HYPERPARAMETERS, **variant)
+def test_update_matches_torch(update, dtype, variant):
+    params, grads, exp_avgs = (launch_views(dtype, seed) for seed in range(3))
+    exp_avg_sqs = launch_views(dtype, 3, _second_moment)
+    max_exp_avg_sqs = launch_views(dtype, 4, _max_second_moment)
+    columns = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    rows = [index % 2 for index in range(len(params))]
+    hyperparameters = _rows(variant)
+    switches = {k: v for k, v in variant.items() if k != "weight_decay"}
+    expected = [
+        _expected(p, g, [s[1] for s in states], hyperparameters[row], switches)
+        for (_, p), (_, g), *states, row in zip(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, rows)
+    ]
+    before = [[storage.clone() for storage, _ in column] for column in columns]
+    views = [[view for _, view in column] for column in columns]
+    update(
+        *views[:4], views[4] if variant["amsgrad"] else None,
+        rows=rows, hyperparameters=hyperparameters, **switches,
+    )
 
-    torch.testing.assert_close(param[:n], expected_param.to(dtype))
-    for key, value, expected in zip(STATE, state, expected_state):
-        if key in buffers:
-            torch.testing.assert_close(value[:n], expected.to(dtype), msg=key)
-        else:
-            assert torch.equal(value, before[4]), "max_exp_avg_sq is only touched with amsgrad"
-    assert torch.equal(grad, before[1]), "without a grad scaler the gradient buffer is read-only"
-    for value, original in zip((param, *state), (before[0], *before[2:])):
-        assert torch.equal(value[n:], original[n:]), "elements past n_elements were written"
+    for index, (expected_param, expected_state) in enumerate(expected):
+        message = f"tensor {index} of {views[0][index].numel()} elements, row {rows[index]}"
+        torch.testing.assert_close(views[0][index], expected_param.to(dtype), msg=message)
+        for key, column, value in zip(STATE, columns[2:], expected_state):
+            storage, view = column[index]
+            if key != "max_exp_avg_sq" or variant["amsgrad"]:
+                torch.testing.assert_close(view, value.to(dtype), msg=f"{message}: {key}")
+            else:
+                assert torch.equal(storage, before[4][index]), "max_exp_avg_sq is only touched with amsgrad"
+        grad = views[1][index]
+        start, end = grad.storage_offset(), grad.storage_offset() + grad.numel()
+        assert torch.equal(grad, before[1][index][start:end]), "without a grad scaler the gradient is read-only"
+        for column, original in zip((params, *columns[2:]), (before[0], *before[2:])):
+            assert_guards_untouched(*column[index], original[index], message)
 
 
-def test_amsgrad_without_its_buffer_is_rejected():
+def test_amsgrad_without_its_buffers_is_rejected():
     t = torch.randn(4)
-    with pytest.raises(ValueError, match="max_exp_avg_sq"):
-        adam_kernels.adam_update(t, t.clone(), t.clone(), t.abs(), step=1, weight_decay=0.0,
-                                 decoupled_weight_decay=False, amsgrad=True, maximize=False, **HYPERPARAMETERS)
+    row = AdamHyperparameters(eps=1e-8, step=1, weight_decay=0.0, **HYPERPARAMETERS)
+    with pytest.raises(ValueError, match="max_exp_avg_sqs"):
+        adam_kernels.adam_update([t], [t.clone()], [t.clone()], [t.abs()], None, rows=[0], hyperparameters=[row],
+                                 decoupled_weight_decay=False, amsgrad=True, maximize=False)

@@ -134,18 +134,27 @@ def _implementations(module_name):
     return impls
 
 
-UPDATE_ARGUMENTS = {
-    "sgd": dict(lr=0.1, weight_decay=0.01, momentum=0.9, dampening=0.0, nesterov=False, maximize=False, first_step=False),
-    "adam": dict(step=3, lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01, decoupled_weight_decay=True,
-                 amsgrad=False, maximize=False),
-}
+def _update_arguments(kind):
+    from tritonopt.kernels.adam import AdamHyperparameters
+    from tritonopt.kernels.sgd import SGDHyperparameters
+
+    if kind == "sgd":
+        return dict(rows=[0, 0], hyperparameters=[SGDHyperparameters(0.1, 0.01, 0.9, 0.0, False)], nesterov=False, maximize=False)
+    row = AdamHyperparameters(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01, step=3)
+    return dict(rows=[0, 0], hyperparameters=[row], decoupled_weight_decay=True, amsgrad=False, maximize=False)
 
 
-def _update_case(kind, n=2053):
+def _update_case(kind, sizes=(2053, 100)):
+    """Two tensors' param, grad and state lists (and None for Adam's unused max_exp_avg_sqs)."""
     generator = torch.Generator().manual_seed(4)
-    param, grad, first, second = (torch.randn(n, generator=generator) for _ in range(4))
-    state = [first] if kind == "sgd" else [first, second.abs()]
+    columns = [[torch.randn(n, generator=generator) for n in sizes] for _ in range(4)]
+    param, grad, first, second = columns
+    state = [first] if kind == "sgd" else [first, [t.abs() for t in second], None]
     return param, grad, state
+
+
+def _clone(tensors):
+    return None if tensors is None else [t.clone() for t in tensors]
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
@@ -154,14 +163,12 @@ def test_update_unscales_in_its_pass_and_skips_on_inf(kind, found):
     for update in (p.values[0] for p in _implementations(kind)):
         scale = torch.tensor([1024.0])
         param, grad, state = _update_case(kind)
-        expected_param, expected_grad = param.clone(), grad.clone()
-        expected_state = [s.clone() for s in state]
+        expected_param, expected_grad = _clone(param), _clone(grad)
+        expected_state = [_clone(s) for s in state]
         if not found:
-            expected_grad /= 1024
-            update(expected_param, expected_grad, *expected_state, **UPDATE_ARGUMENTS[kind])
-        else:
-            expected_grad = grad.clone()
-        update(param, grad, *state, **UPDATE_ARGUMENTS[kind], grad_scale=scale, found_inf=torch.tensor([found]))
+            expected_grad = [g / 1024 for g in expected_grad]
+            update(expected_param, expected_grad, *expected_state, **_update_arguments(kind))
+        update(param, grad, *state, **_update_arguments(kind), grad_scale=scale, found_inf=torch.tensor([found]))
         torch.testing.assert_close(param, expected_param, rtol=0, atol=0)
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
         for value, expected in zip(state, expected_state):
@@ -172,7 +179,7 @@ def test_update_unscales_in_its_pass_and_skips_on_inf(kind, found):
 def test_grad_scaler_hands_its_scale_to_the_update(name, kwargs, monkeypatch, record_updates):
     """No separate unscale pass: GradScaler's scale and inf flag reach the update itself."""
     optimizer_class = getattr(tritonopt, name)
-    received = record_updates(optimizer_class, lambda flat_params, kw: (kw["grad_scale"], kw["found_inf"]))
+    received = record_updates(optimizer_class, lambda params, kw: (kw["grad_scale"], kw["found_inf"]))
     model = _model(torch.float32)
     optimizer = optimizer_class(model.parameters(), **kwargs)
     scaler = _scaler()

@@ -17,7 +17,7 @@ def test_bfloat16_nan_has_torchs_bits():
     grads = torch.tensor([float("nan"), 1.0, float("-nan"), float("inf")], dtype=torch.bfloat16)
     expected = params.clone().add_(grads, alpha=-0.1)  # torch's update
     sgd_kernels.sgd_update(
-        params, grads, None, lr=0.1, weight_decay=0.0, momentum=0.0, dampening=0.0,
-        nesterov=False, maximize=False, first_step=False,
+        [params], [grads], None, rows=[0], hyperparameters=[sgd_kernels.SGDHyperparameters(0.1, 0.0, 0.0, 0.0, False)],
+        nesterov=False, maximize=False,
     )
     assert torch.equal(params.view(torch.int16), expected.view(torch.int16)), (params, expected)

@@ -1,7 +1,7 @@
 """Kernel-level tests: every constexpr combination, dtypes, sizes around block boundaries.
 
-Both update implementations take the same flat buffers; each is compared with
-torch's ``_single_tensor_sgd`` on the same data. For bf16/fp16 the expected
+Both update implementations take the same lists of tensors; each is compared with
+torch's ``_single_tensor_sgd`` on the same data, tensor by tensor. For bf16/fp16 the expected
 result is torch's update computed in fp32 and rounded once to the storage dtype.
 """
 
@@ -16,13 +16,12 @@ from torch.optim.sgd import _single_tensor_sgd
 from tritonopt import _backend, _torch_path
 from tritonopt.kernels import sgd as sgd_kernels
 from tritonopt.kernels._elementwise import _round_to_bfloat16
-from tritonopt.kernels._launch import BLOCK_SIZE
+from tritonopt.kernels.sgd import SGDHyperparameters
 
 from conftest import DEVICE
+from launch_tensors import assert_guards_untouched, launch_views
 
-SIZES = [0, 1, 17, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 3 * BLOCK_SIZE + 5]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-TAIL = 37  # elements past the end that must stay untouched
 
 
 def _variants():
@@ -49,43 +48,64 @@ def _implementations():
     return impls
 
 
-def _expected(param, grad, buffer, variant, lr):
+def _rows(variant):
+    """Two rows: the variant, and the same switches with other values (weight decay
+    switched on or off, another lr, momentum and dampening)."""
+    first = SGDHyperparameters(0.1, variant["weight_decay"], variant["momentum"], variant["dampening"], variant["first_step"])
+    other_momentum = 0.0 if variant["momentum"] == 0 else 0.5
+    second = SGDHyperparameters(
+        0.03, 0.02 - variant["weight_decay"], other_momentum, 0.0 if variant["nesterov"] else 0.1, not variant["first_step"]
+    )
+    return [first, second]
+
+
+def _expected(param, grad, buffer, row, nesterov, maximize):
     """torch's for-loop update; for 16-bit dtypes, computed in fp32 and rounded once."""
     compute = torch.float32 if param.dtype in (torch.bfloat16, torch.float16) else param.dtype
     param, grad = param.to(compute, copy=True), grad.to(compute, copy=True)
-    buffers = [None if variant["first_step"] else buffer.to(compute, copy=True)]
-    kwargs = {k: v for k, v in variant.items() if k != "first_step"}
-    _single_tensor_sgd([param], [grad], buffers, None, None, lr=lr, has_sparse_grad=False, **kwargs)
+    buffers = [None if row.first_step else buffer.to(compute, copy=True)]
+    _single_tensor_sgd(
+        [param], [grad], buffers, None, None, lr=row.lr, weight_decay=row.weight_decay, momentum=row.momentum,
+        dampening=row.dampening, nesterov=nesterov, maximize=maximize, has_sparse_grad=False,
+    )
     return param, buffers[0]
 
 
 @pytest.mark.parametrize("update", _implementations())
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
-def test_update_matches_torch(update, dtype, n, variant):
-    generator = torch.Generator().manual_seed(n)
-    param, grad, buffer = (
-        torch.randn(n + TAIL, generator=generator, dtype=torch.float64).to(dtype=dtype, device=DEVICE)
-        for _ in range(3)
-    )
-    lr = 0.1
-    expected_param, expected_buffer = _expected(param[:n], grad[:n], buffer[:n], variant, lr)
-    before = (param.clone(), grad.clone(), buffer.clone())
+def test_update_matches_torch(update, dtype, variant):
+    params, grads, buffers = (launch_views(dtype, seed) for seed in range(3))
+    rows = [index % 2 for index in range(len(params))]
+    hyperparameters = _rows(variant)
+    nesterov, maximize = variant["nesterov"], variant["maximize"]
+    expected = [
+        _expected(p, g, b, hyperparameters[row], nesterov, maximize)
+        for (_, p), (_, g), (_, b), row in zip(params, grads, buffers, rows)
+    ]
+    before = [[storage.clone() for storage, _ in tensors] for tensors in (params, grads, buffers)]
     has_momentum = variant["momentum"] != 0
-    update(param[:n], grad[:n], buffer[:n] if has_momentum else None, lr=lr, **variant)
+    update(
+        [p for _, p in params], [g for _, g in grads], [b for _, b in buffers] if has_momentum else None,
+        rows=rows, hyperparameters=hyperparameters, nesterov=nesterov, maximize=maximize,
+    )
 
-    # The Triton kernel reproduces torch's fma order exactly; torch's own fused op
-    # (the torch path) differs from its for-loop in the last bit of its scalar tail.
-    exact = {"rtol": 0, "atol": 0} if update is sgd_kernels.sgd_update else {}
-    torch.testing.assert_close(param[:n], expected_param.to(dtype), **exact)
-    if has_momentum:
-        torch.testing.assert_close(buffer[:n], expected_buffer.to(dtype), **exact)
-    else:
-        assert torch.equal(buffer, before[2])
-    assert torch.equal(grad, before[1]), "the gradient buffer is read-only"
-    assert torch.equal(param[n:], before[0][n:]), "elements past n_elements were written"
-    assert torch.equal(buffer[n:], before[2][n:]), "elements past n_elements were written"
+    # Both implementations reproduce torch's for-loop order exactly: the kernel with
+    # explicit fmas, the torch path with the fused op on whole vectors and foreach ops elsewhere.
+    for index, ((param_storage, param), (_, grad), (buffer_storage, buffer), (expected_param, expected_buffer)) in enumerate(
+        zip(params, grads, buffers, expected)
+    ):
+        message = f"tensor {index} of {param.numel()} elements, row {rows[index]}"
+        torch.testing.assert_close(param, expected_param.to(dtype), rtol=0, atol=0, msg=message)
+        if has_momentum:
+            torch.testing.assert_close(buffer, expected_buffer.to(dtype), rtol=0, atol=0, msg=message)
+        else:
+            assert torch.equal(buffer_storage, before[2][index])
+        start, end = param.storage_offset(), param.storage_offset() + param.numel()
+        assert torch.equal(grad, before[1][index][start:end]), "the gradient is read-only"
+        assert torch.equal(param_storage[end:], before[0][index][end:]), "elements past the tensor were written"
+        assert torch.equal(param_storage[:start], before[0][index][:start])
+        assert torch.equal(buffer_storage[end:], before[2][index][end:]), "elements past the tensor were written"
 
 
 @pytest.mark.skipif(not _backend.KERNELS_INTERPRETED and DEVICE.type != "cuda", reason="needs runnable kernels")
@@ -114,11 +134,11 @@ def test_bfloat16_rounding_is_round_to_nearest_even():
     assert torch.equal(out[~nan].view(torch.int16), expected[~nan].view(torch.int16))
 
 
-def test_momentum_without_buffer_is_rejected():
+def test_momentum_without_buffers_is_rejected():
     t = torch.randn(4)
-    with pytest.raises(ValueError, match="momentum_buffer"):
-        sgd_kernels.sgd_update(t, t.clone(), None, lr=0.1, weight_decay=0.0, momentum=0.9,
-                               dampening=0.0, nesterov=False, maximize=False, first_step=False)
+    with pytest.raises(ValueError, match="momentum_buffers"):
+        sgd_kernels.sgd_update([t], [t.clone()], None, rows=[0], hyperparameters=[SGDHyperparameters(0.1, 0.0, 0.9, 0.0, False)],
+                               nesterov=False, maximize=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

@@ -4,9 +4,9 @@ The machine is ``tritonopt.testing.parity_machine`` (what users point at their
 own optimizers): random models and groups, backward, grad assignment, steps
 with and without closures, hyperparameter changes, zero_grad, add_param_group,
 state_dict round trips and replaced storage, compared with torch after every
-step. tritonopt adds one invariant: after a step, each group's parameters,
-gradients and state of one dtype live in one flat buffer each. Adding an
-optimizer is one ``CASES`` entry.
+step. tritonopt adds one invariant: after a step, each group's state of one
+dtype lives in one flat buffer per key, while parameters and gradients stay in
+storage of their own. Adding an optimizer is one ``CASES`` entry.
 """
 
 import pytest
@@ -30,17 +30,19 @@ def _flat_state_keys(optimizer):
 
 
 def assert_flat(optimizer, context):
-    """After a step, each group's parameters, gradients and state buffers of one
-    dtype live in one storage each: the flat buffers the single launch updates."""
+    """After a step, each group's state of one dtype lives in one buffer per key (what
+    the launch addresses), and no two parameters or gradients share a storage: tritonopt
+    never packed them into one."""
+    every = [p for group in optimizer.param_groups for p in group["params"]]
+    for what, values in (("parameters", every), ("gradients", [p.grad for p in every if p.grad is not None])):
+        storages = [t.untyped_storage().data_ptr() for t in values if t.numel()]
+        assert len(set(storages)) == len(storages), f"{context}: {what} share storage"
     for g, group in enumerate(optimizer.param_groups):
         by_dtype = {}
         for p in group["params"]:
             by_dtype.setdefault(p.dtype, []).append(p)
         for dtype, params in by_dtype.items():
-            tensors = {
-                "parameters": params,
-                "gradients": [p.grad for p in params if p.grad is not None],
-            }
+            tensors = {}
             for key in _flat_state_keys(optimizer):
                 tensors[key] = [optimizer.state[p][key] for p in params if key in optimizer.state.get(p, {})]
             for what, values in tensors.items():

@@ -132,22 +132,31 @@ class FlatOptimizer(Optimizer):
     def _update(self) -> None:
         """Every group's update, in one launch per (device, dtype, switches).
 
-        Every check that can raise runs for all groups before anything changes,
-        as torch's ``_init_group`` does before its update. Traced code (``torch.compile``)
-        breaks its graph here and runs the launch eagerly.
+        The checks that can raise run group by group before any launch; traced code
+        (``torch.compile``) breaks its graph here and runs the launch eagerly.
         """
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
         entries = self._state_entries()
         prepared = []
-        for index, group in enumerate(self.param_groups):
-            if group.get("differentiable", False):
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support differentiable=True: "
-                    "its update runs in a kernel outside autograd"
-                )
-            for bucket in self._group_buckets(index):
-                prepared.append((group, bucket, *self._prepare_bucket(group, bucket, entries)))
+        try:
+            for index, group in enumerate(self.param_groups):
+                if group.get("differentiable", False):
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support differentiable=True: "
+                        "its update runs in a kernel outside autograd"
+                    )
+                group_prepared = [
+                    (group, bucket, *self._prepare_bucket(group, bucket, entries))
+                    for bucket in self._group_buckets(index)
+                ]
+                prepared += group_prepared
+        finally:
+            # torch updates group by group: when a group raises, the groups before it
+            # have taken their step. So do they here, in one launch.
+            self._launch(prepared)
+
+    def _launch(self, prepared: list[tuple]) -> None:
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
         launches: dict[tuple, _Launch] = {}
         for group, bucket, grads, has_grad, fresh in prepared:
             self._add_to_launch(launches, group, bucket, grads, has_grad, fresh)

@@ -68,7 +68,7 @@ def _foreach_sgd(params, grads, buffers, h: SGDHyperparameters, nesterov, maximi
     if found_inf is not None and found_inf.item():
         return
     if grad_scale is not None:
-        torch._foreach_div_(grads, grad_scale.to(grads[0].dtype))
+        torch._foreach_div_(grads, grad_scale.to(grads[0].dtype).reshape(()))
     update = torch._foreach_neg(grads) if maximize else grads
     if h.weight_decay != 0:
         update = torch._foreach_add(update, params, alpha=h.weight_decay)
@@ -142,7 +142,7 @@ def adam_update(
                 if found_inf is not None and found_inf.item():
                     return
                 if grad_scale is not None:
-                    torch._foreach_div_(grads, grad_scale.to(grads[0].dtype))
+                    torch._foreach_div_(grads, grad_scale.to(grads[0].dtype).reshape(()))
                 _single_tensor_adam(
                     params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or [],
                     [torch.tensor(float(h.step - 1)) for _ in params], None, None, amsgrad=amsgrad,

@@ -24,7 +24,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import tritonopt.kernels
-from tritonopt.kernels._launch import BLOCK_SIZE, NUM_WARPS
+from tritonopt.kernels._launch import LaunchConfig, table_configs
 
 STORAGE_DTYPES = {"float32": "fp32", "float64": "fp64", "bfloat16": "bf16", "float16": "fp16"}
 FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
@@ -41,11 +41,18 @@ class KernelVariant:
     kernel: triton.JITFunction
     flags: tuple[tuple[str, bool], ...]
     dtype: str
+    config: LaunchConfig
 
     @property
     def id(self) -> str:
         switches = "-".join(name for name, on in self.flags if on) or "none"
-        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}]"
+        launch = f"{self.config.block_size}x{self.config.num_warps}w"
+        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}:{launch}]"
+
+
+def launch_configs(capability: int) -> list[LaunchConfig]:
+    """The configurations ``LAUNCH_TABLE`` can choose on an ``sm_<capability>`` GPU."""
+    return table_configs(f"cuda:sm_{capability}")
 
 
 def compiled_kernel_modules() -> list:
@@ -78,8 +85,10 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
     Combination ``i`` gets the dtype indexed by the sum of ``i``'s base-4 digits
     (flipping any flag, or any two adjacent flags, changes the dtype, so every dtype
     meets every value of every flag) and sm_80 or sm_90 by the parity of its set
-    flags. The all-switches-on combination is built in every dtype. ``every_dtype``
-    builds the full product (flags x dtypes) for sm_90 instead: several minutes.
+    flags. The all-switches-on combination is built in every dtype and at every launch
+    configuration the table holds for its architecture; the others at the table's first.
+    ``every_dtype`` builds the full product (flags x dtypes x configurations) for sm_90
+    instead: several minutes.
     """
     dtypes = list(STORAGE_DTYPES)
     builds = []
@@ -96,12 +105,21 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
             for index, values in enumerate(itertools.product([False, True], repeat=len(switches))):
                 flags = tuple(zip(switches, values))
                 if every_dtype:
-                    builds += [(KernelVariant(short_name, kernel, flags, d), 90) for d in dtypes]
+                    builds += [
+                        (KernelVariant(short_name, kernel, flags, d, config), 90)
+                        for d in dtypes
+                        for config in launch_configs(90)
+                    ]
                     continue
                 digit_sum = sum(int(digit, 4) for digit in _base4(index))
                 capability = 90 if sum(values) % 2 == 0 else 80
                 chosen = dtypes if all(values) else [dtypes[digit_sum % len(dtypes)]]
-                builds += [(KernelVariant(short_name, kernel, flags, d), capability) for d in chosen]
+                configs = launch_configs(capability) if all(values) else launch_configs(capability)[:1]
+                builds += [
+                    (KernelVariant(short_name, kernel, flags, d, config), capability)
+                    for d in chosen
+                    for config in configs
+                ]
     return builds
 
 
@@ -129,7 +147,7 @@ def _argument_type(name: str, annotation: str, storage: str) -> str:
 def compile_ptx(variant: KernelVariant, capability: int) -> str:
     """The PTX of ``variant`` for ``sm_<capability>``, with the runtime's alignment attributes."""
     kernel = variant.kernel
-    constexprs = dict(variant.flags, BLOCK_SIZE=BLOCK_SIZE)
+    constexprs = dict(variant.flags, BLOCK_SIZE=variant.config.block_size)
     signature, attrs = {}, {}
     for index, param in enumerate(kernel.params):
         if param.is_constexpr:
@@ -148,7 +166,7 @@ def compile_ptx(variant: KernelVariant, capability: int) -> str:
     compiled = triton.compile(
         source,
         target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": NUM_WARPS, "enable_fp_fusion": False},
+        options={"num_warps": variant.config.num_warps, "enable_fp_fusion": False},
     )
     return compiled.asm["ptx"]
 

@@ -14,10 +14,11 @@ from torch.optim.adam import _single_tensor_adam
 
 from tritonopt import _backend, _torch_path
 from tritonopt.kernels import adam as adam_kernels
-from tritonopt.kernels._launch import BLOCK_SIZE
+from tritonopt.kernels._launch import launch_config
 
 from conftest import DEVICE
 
+BLOCK_SIZE = launch_config(DEVICE, 1).block_size  # the block of a small launch
 SIZES = [0, 1, 17, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 3 * BLOCK_SIZE + 5]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 TAIL = 37  # elements past the end that must stay untouched

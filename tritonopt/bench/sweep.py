@@ -134,9 +134,9 @@ def propose(measurements: list[dict], sizes: dict[str, tuple[int, int, int]]) ->
         if complete:
             by_size[name] = complete
     chosen = [
-        (sizes[name][2], min(scores, key=lambda c: (statistics.mean(scores[c]), c)))
+        (sizes[name][1] * sizes[name][2], min(scores, key=lambda c: (statistics.mean(scores[c]), c)))
         for name, scores in by_size.items()
-    ]
+    ]  # (elements per launch: one group's, configuration)
     chosen.sort()
     rows: list[list[Any]] = []
     for index, (launch_elements, (block_size, num_warps)) in enumerate(chosen):

@@ -6,7 +6,11 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-thorough bench gpu-check mutation clean
+# A second venv with triton 3.6, the GPU machine's version, for the kernel tests and GPU builds.
+VENV36 := .venv-triton36
+TRITON36_TESTS := tests/test_gpu_build.py tests/test_kernels.py tests/test_adam_kernels.py tests/test_interpreter_fma.py
+
+.PHONY: install demo test test-triton36 test-thorough bench gpu-check mutation clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +28,17 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(MAKE) test-triton36
+
+$(VENV36)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install -q "$(TORCH)" triton==3.6.0 numpy "pytest>=8" "hypothesis>=6.100"
+	touch $@
+
+# The kernel tests (interpreter) and every kernel's sm_80/sm_90 build under triton 3.6.
+test-triton36: $(VENV36)/.ready
+	$(VENV36)/bin/python -m pip install -q --no-deps --force-reinstall .
+	$(VENV36)/bin/pytest -q -p no:cacheprovider $(TRITON36_TESTS)
 
 test-thorough: install
 	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/pytest -q -p no:cacheprovider
@@ -51,4 +66,4 @@ mutation: install
 	PYTHON=$(PY) tests/mutation/run.sh $(MUTATION_CONFIG)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .hypothesis
+	rm -rf $(VENV) $(VENV36) build *.egg-info .hypothesis

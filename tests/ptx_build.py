@@ -221,3 +221,18 @@ def global_accesses(ptx: str) -> list[GlobalAccess]:
 def uses_local_memory(ptx: str) -> bool:
     """Local memory in PTX means a stack frame: spilled or dynamically indexed registers."""
     return re.search(r"\.local\b|\b(?:ld|st)\.local", ptx) is not None
+
+
+_FLOAT_ARITHMETIC = re.compile(r"^\s*(?:@!?%\w+\s+)?((?:add|sub|mul|fma|div|sqrt|rcp)(?:\.[a-z0-9]+)*\.f(?:32|64))\s", re.M)
+
+
+def float_arithmetic(ptx: str) -> list[str]:
+    """Opcodes of the floating-point adds, subtracts, multiplies, fmas, divisions, square
+    roots and reciprocals, e.g. ``fma.rn.f32``."""
+    return _FLOAT_ARITHMETIC.findall(ptx)
+
+
+def rounds_like_torch(opcode: str) -> bool:
+    """IEEE round-to-nearest, no flush-to-zero, no approximation: what torch computes."""
+    parts = opcode.split(".")
+    return "rn" in parts and not {"ftz", "approx", "full"} & set(parts)

@@ -19,8 +19,10 @@ from ptx_build import (
     FLOAT32_SCALAR_POINTERS,
     STORAGE_DTYPES,
     compile_ptx,
+    float_arithmetic,
     global_accesses,
     kernel_builds,
+    rounds_like_torch,
     uses_local_memory,
 )
 
@@ -55,6 +57,12 @@ def test_builds_cover_every_kernel_flag_dtype_and_architecture():
 def test_variant_builds_with_16_byte_accesses_and_no_spills(variant, capability):
     ptx = compile_ptx(variant, capability)
     assert not uses_local_memory(ptx), f"{variant.id} uses local memory on sm_{capability}"
+    # Arithmetic as torch computes it: every a + alpha * b one fma.rn (one rounding, as the
+    # interpreter of triton 3.9 but not 3.6 computes tl.fma), IEEE division and square root.
+    arithmetic = float_arithmetic(ptx)
+    compute = "f64" if variant.dtype == "float64" else "f32"
+    assert f"fma.rn.{compute}" in arithmetic, f"{variant.id}: no fma.rn.{compute}"
+    assert all(rounds_like_torch(opcode) for opcode in arithmetic), f"{variant.id}: {sorted(set(arithmetic))}"
     arguments = [p.name for p in variant.kernel.params if not p.is_constexpr]
     accesses = global_accesses(ptx)
     assert any("ld.global" in a.instruction for a in accesses), f"{variant.id} loads nothing"
@@ -81,6 +89,13 @@ SYNTHETIC_PTX = """
 	@%p1 ld.global.v2.b32 { %r5, %r6 }, [ %rd3 + 0 ];
 	@%p1 st.global.v2.b64 [ %rd1 + 0 ], { %rd4, %rd5 };
 """
+
+
+def test_arithmetic_reader_finds_float_opcodes_and_their_rounding():
+    ptx = "\tfma.rn.f32 \t%r5, %r1, %r2, %r3;\n\t@%p1 div.full.f32 %r6, %r5, %r4;\n\tmul.rn.f64 %rd1, %rd2, %rd3;\n"
+    ptx += "\tadd.s64 %rd4, %rd5, 16;\n\tsqrt.approx.ftz.f32 %r7, %r6;\n"
+    assert float_arithmetic(ptx) == ["fma.rn.f32", "div.full.f32", "mul.rn.f64", "sqrt.approx.ftz.f32"]
+    assert [rounds_like_torch(o) for o in float_arithmetic(ptx)] == [True, False, True, False]
 
 
 def test_ptx_reader_traces_widths_and_arguments():

@@ -40,15 +40,17 @@ def _kernels_read_launch_config() -> bool:
 
 
 @pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="the dry run's sweep needs the interpreter session's kernels")
-def test_dry_run_installs_tests_sweeps_and_benchmarks_with_the_table_last(tmp_path):
+@pytest.mark.parametrize("install", ["pip", "copied"])
+def test_dry_run_installs_tests_sweeps_and_benchmarks_with_the_table_last(tmp_path, install):
+    """``copied``: a python whose pip cannot build the package (here: pip told to require
+    hashes, which a source folder has none of) gets the package layout copied instead."""
     out = tmp_path / "results"
-    run = subprocess.run(
-        [str(SCRIPT), "--dry-run", str(out)], env=_environment(), capture_output=True, text=True, timeout=180
-    )
+    env = _environment() if install == "pip" else dict(_environment(), PIP_REQUIRE_HASHES="1")
+    run = subprocess.run([str(SCRIPT), "--dry-run", str(out)], env=env, capture_output=True, text=True, timeout=180)
     lines = run.stdout.rstrip("\n").splitlines()
     sweep_status = 0 if _kernels_read_launch_config() else 3
     summary = re.fullmatch(
-        rf"gpu_check: install pip \(\d+ s\), tests exit 0 \(\d+ s\), sweep exit {sweep_status} \(\d+ s\), "
+        rf"gpu_check: install {install} \(\d+ s\), tests exit 0 \(\d+ s\), sweep exit {sweep_status} \(\d+ s\), "
         rf"benchmark exit 0 \(\d+ s\); results in {re.escape(str(out))}",
         lines[-1],
     )

@@ -37,6 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default bench/results/<device name>/)")
     parser.add_argument("--quick", action="store_true", help="smaller CPU sizes, fewer cases and repeats")
     parser.add_argument("--tiny", action="store_true", help="one tiny case: checks the plumbing in seconds, measures nothing")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compiling takes minutes)")
     parser.add_argument("--profile", action="store_true", help="also write a Chrome trace of a few steps")
     parser.add_argument("--interpreter", action="store_true", help="also time tritonopt under Triton's interpreter (CPU)")
     return parser.parse_args(argv)
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
     ]
     print("\n".join(header), flush=True)
     chosen = implementations(args.interpreter)
-    if args.tiny:  # torch.compile alone would take 20 s on a CPU
+    if args.tiny or args.no_compile:  # torch.compile alone would take 20 s of a tiny run
         chosen = [i for i in chosen if i.name != "torch.compile"]
     rows = []
     metadata = {

@@ -6,8 +6,8 @@ Each case (SGD with momentum and AdamW, float32; one launch of 2^26 elements, on
 once through the public optimizers; then, for every block size (512 to 4096) and
 warp count (2 to 8), ``override_launch_config`` imposes the configuration, two
 warm-up steps compile it, and ``--repeats`` steps are timed. On CUDA the figure
-compared is the optimizer kernels' device time per step from torch.profiler (a
-many-small step is otherwise dominated by host time); elsewhere the step's wall time.
+compared is the device time of a step's kernels from torch.profiler (a many-small
+step is otherwise dominated by host time); elsewhere the step's wall time.
 
 The proposal takes, per size, the configuration with the lowest mean of
 time / best time over the optimizers, among those giving every thread at least 8
@@ -77,10 +77,9 @@ def build_optimizer(name: str, shape: tuple[int, int, int], device: torch.device
     return optimizer
 
 
-def kernel_ms_per_step(optimizer: torch.optim.Optimizer, device: torch.device, steps: int) -> float | None:
-    """Device time of the optimizer's Triton kernels per step (CUDA only)."""
-    if device.type != "cuda":
-        return None
+def kernels_per_step(optimizer: torch.optim.Optimizer, device: torch.device, steps: int) -> tuple[float, float]:
+    """(device ms, device operations) per step from torch.profiler (CUDA only): in the
+    steady state a step launches only the optimizer's kernels."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -88,10 +87,8 @@ def kernel_ms_per_step(optimizer: torch.optim.Optimizer, device: torch.device, s
         for _ in range(steps):
             optimizer.step()
         torch.cuda.synchronize(device)
-    device_us = sum(
-        e.device_time for e in prof.events() if e.device_type == DeviceType.CUDA and "_kernel" in e.name
-    )
-    return device_us / 1e3 / steps
+    events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return sum(e.device_time_total for e in events) / 1e3 / steps, len(events) / steps
 
 
 def measure(optimizer: torch.optim.Optimizer, device: torch.device, config: tuple[int, int], repeats: int) -> dict:
@@ -102,12 +99,15 @@ def measure(optimizer: torch.optim.Optimizer, device: torch.device, config: tupl
         timing.synchronize(device)
         warmup_s = time.perf_counter() - start
         samples = [timing.time_step(optimizer.step, device)[0] * 1e3 for _ in range(repeats)]
-        kernel_ms = kernel_ms_per_step(optimizer, device, max(3, repeats // 4))
+        kernel_ms = kernels = None
+        if device.type == "cuda":
+            kernel_ms, kernels = kernels_per_step(optimizer, device, max(3, repeats // 4))
     return {
         "block_size": config[0],
         "num_warps": config[1],
         "step_ms": statistics.median(samples),
         "kernel_ms": kernel_ms,
+        "kernels_per_step": kernels,
         "warmup_s": warmup_s,
         "launch_config_calls": lookups[0],
     }

@@ -8,8 +8,9 @@
 #   bench/gpu_check.sh RESULTS_DIR              # PYTHON=... picks the python (default python3)
 #   bench/gpu_check.sh --dry-run RESULTS_DIR    # the same phases on CPU, one tiny case each (seconds)
 #
-# Writes RESULTS_DIR/environment.txt, install.log, site/ (the installed package),
-# tests.log, sweep.log, sweep.json, bench.log, results.json, chart.png and summary.txt.
+# Writes RESULTS_DIR/environment.txt, install.log, tests.log, sweep.log, sweep.json,
+# bench.log, results.json, chart.png and summary.txt. The package is installed into a
+# temporary folder, removed at the end, which is also every phase's working directory.
 # Each phase runs under `timeout` (SIGINT first, so pytest still prints its summary) and
 # writes what it has; the next phase runs anyway. Exits 2 when the python has no torch
 # or (without --dry-run) torch sees no CUDA device; otherwise nonzero if any phase failed.
@@ -68,10 +69,11 @@ esac
 } >> "$out/environment.txt" 2>&1
 cat "$out/environment.txt"
 
-# 1. Install: a wheel built here (setuptools from the python itself), into RESULTS_DIR/site.
-# The python's own site-packages stay as they were.
-site="$out/site"
-rm -rf "$site"
+# 1. Install: a wheel built here (setuptools from the python itself), into a temporary
+# folder. The python's own site-packages stay as they were.
+work=$(mktemp -d "${TMPDIR:-/tmp}/tritonopt-gpu-check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+site="$work/site"
 start=$SECONDS
 if guard "$INSTALL_S" "$py" -m pip install --no-index --no-deps --no-build-isolation --target "$site" "$repo" \
     > "$out/install.log" 2>&1; then
@@ -83,8 +85,9 @@ else
     install="copied"
 fi
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-# Every phase runs from RESULTS_DIR, so the source tree's tritonopt/ (without kernels) is never imported.
-cd "$out" || exit 1
+# Every phase runs from the temporary folder, so the source tree's tritonopt/ (without
+# kernels) is never imported, and nothing but results lands in RESULTS_DIR.
+cd "$work" || exit 1
 if ! "$py" -c "import sys, tritonopt.kernels; sys.exit(not tritonopt.__file__.startswith('$site'))" >> "$out/install.log" 2>&1; then
     install="failed"
 fi
@@ -110,7 +113,7 @@ else
     test_env=(TRITONOPT_COMPILED=1 TRITONOPT_TEST_DEVICE=cuda)
 fi
 echo "== tests ($TESTS_S s at most): pytest ${tests[*]}"
-guard "$TESTS_S" env "${test_env[@]}" "$py" -m pytest "${tests[@]}" 2>&1 | tee "$out/tests.log" | tail -n 25
+guard "$TESTS_S" env ${test_env[@]+"${test_env[@]}"} "$py" -m pytest "${tests[@]}" 2>&1 | tee "$out/tests.log" | tail -n 25
 tests_status=${PIPESTATUS[0]}
 tests_s=$((SECONDS - start - install_s))
 
@@ -123,7 +126,7 @@ else
     sweep_env=()
 fi
 echo "== launch sweep ($SWEEP_S s at most)"
-guard "$SWEEP_S" env "${sweep_env[@]}" "$py" -m tritonopt.bench.sweep "${sweep[@]}" --out "$out/sweep.json" \
+guard "$SWEEP_S" env ${sweep_env[@]+"${sweep_env[@]}"} "$py" -m tritonopt.bench.sweep "${sweep[@]}" --out "$out/sweep.json" \
     2>&1 | tee "$out/sweep.log" | tail -n 4
 sweep_status=${PIPESTATUS[0]}
 sweep_s=$((SECONDS - start - install_s - tests_s))

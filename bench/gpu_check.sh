@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check in one command, under 8 minutes, on a machine without network: install
-# tritonopt into a folder of RESULTS_DIR with the machine's own python (no index, no
-# dependencies: the python already has torch with CUDA, triton, pytest and hypothesis),
-# run the test suite on CUDA tensors (compiled kernels), sweep the launch
-# configurations, run the GPU benchmark, and print its table last.
+# tritonopt with the machine's own python (no index, no dependencies: that python
+# already has torch with CUDA, triton, pytest and hypothesis), run the test suite on
+# CUDA tensors (compiled kernels), sweep the launch configurations, run the GPU
+# benchmark, and print its table last.
 #
 #   bench/gpu_check.sh RESULTS_DIR              # PYTHON=... picks the python (default python3)
-#   bench/gpu_check.sh --dry-run RESULTS_DIR    # the same phases on CPU, one tiny case each (seconds)
+#   bench/gpu_check.sh --dry-run RESULTS_DIR    # the same phases on CPU, one tiny case each (~25 s)
 #
 # Writes RESULTS_DIR/environment.txt, install.log, tests.log, sweep.log, sweep.json,
 # bench.log, results.json, chart.png and summary.txt. The package is installed into a
@@ -112,7 +112,7 @@ else
     done
     test_env=(TRITONOPT_COMPILED=1 TRITONOPT_TEST_DEVICE=cuda)
 fi
-echo "== tests ($TESTS_S s at most): pytest ${tests[*]}"
+echo "== tests ($TESTS_S s at most)"
 guard "$TESTS_S" env ${test_env[@]+"${test_env[@]}"} "$py" -m pytest "${tests[@]}" 2>&1 | tee "$out/tests.log" | tail -n 25
 tests_status=${PIPESTATUS[0]}
 tests_s=$((SECONDS - start - install_s))

@@ -86,3 +86,14 @@ def load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE: tl.conste
         grad = divide(grad, tl.load(grad_scale_ptr).to(grad.dtype))
         store_rounded(grad_ptr, offsets, grad, mask)
     return grad
+
+
+@triton.jit
+def negate(values):
+    """``-values`` as torch negates: the sign flips, zeros included (-(+0.0) is -0.0).
+
+    triton 3.6 compiles and interprets a float ``-x`` as ``0 - x``, which gives +0.0
+    for +0.0 (3.9 flips the sign bit). Multiplying by -1 is exact and flips the sign
+    on every triton and backend.
+    """
+    return values * -1.0

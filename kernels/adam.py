@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from ._blocks import BlockTable, block_of_program, buffer_pointer, is_vector_block
-from ._elementwise import active_elements, divide, hyperparameter, load_grad, load_upcast, square_root, store_rounded
+from ._elementwise import active_elements, negate, divide, hyperparameter, load_grad, load_upcast, square_root, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
 
 
@@ -65,7 +65,7 @@ def _adam_block(
     grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
     compute_dtype: tl.constexpr = param.dtype
     if MAXIMIZE:
-        grad = -grad
+        grad = negate(grad)
     weight_decay = hyperparameter(hyperparameters, compute_dtype)
     if weight_decay != 0:
         if DECOUPLED_WEIGHT_DECAY:

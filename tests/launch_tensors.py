@@ -9,10 +9,11 @@ which no update may touch.
 import torch
 
 from tritonopt.kernels._blocks import VECTOR
-from tritonopt.kernels._launch import BLOCK_SIZE
+from tritonopt.kernels._launch import launch_config
 
 from conftest import DEVICE
 
+BLOCK_SIZE = launch_config(DEVICE, 1).block_size  # the block of a small launch
 SIZES = [0, 1, 17, VECTOR - 1, VECTOR, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 3 * BLOCK_SIZE + 5]
 UNALIGNED_SIZE = BLOCK_SIZE + 3
 TAIL = 37  # guard elements after each tensor

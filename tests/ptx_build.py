@@ -1,12 +1,11 @@
 """Ahead-of-time GPU builds of tritonopt's kernels, and what their PTX does with memory.
 
 Used by ``test_gpu_build.py``. Kernels are found generically: every
-``@triton.jit`` function defined in a submodule of ``tritonopt.kernels`` that
-takes a ``BLOCK_SIZE`` constexpr (shared helpers take none). Their arguments
-follow the package's conventions: ``*_ptr`` points at the storage dtype except
-``grad_scale_ptr`` and ``found_inf_ptr`` (float32 scalars), ``n_elements`` is
-the element count, ``tl.int64`` arguments carry float64 bit patterns, and every
-other constexpr is a boolean code-path switch.
+``@triton.jit`` function named ``*_kernel`` defined in a submodule of
+``tritonopt.kernels`` (shared helpers and per-block bodies are named otherwise).
+Their arguments follow the package's conventions: the block, tensor and
+hyperparameter tables (``TABLE_POINTERS``), GradScaler's float32 scalars,
+``ELEMENT`` (the storage dtype), ``BLOCK_SIZE``, and boolean code-path switches.
 """
 
 import importlib
@@ -20,14 +19,17 @@ from pathlib import Path
 
 import pytest
 import triton
+import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import tritonopt.kernels
-from tritonopt.kernels._launch import BLOCK_SIZE, NUM_WARPS
+from tritonopt.kernels._launch import LaunchConfig, table_configs
 
-STORAGE_DTYPES = {"float32": "fp32", "float64": "fp64", "bfloat16": "bf16", "float16": "fp16"}
+STORAGE_DTYPES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}  # bytes per element
 FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
+# The tables a launch reads (kernels/_blocks.py): storage addresses come from them, not from arguments.
+TABLE_POINTERS = {"blocks_ptr": "*i64", "tensors_ptr": "*i64", "hyperparameters_ptr": "*fp64"}
 # What the runtime gives an aligned tensor or a multiple-of-16 int (``backend.parse_attr("D")``).
 DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 _COMPILED_PACKAGE = "_tritonopt_kernels_compiled"
@@ -41,11 +43,18 @@ class KernelVariant:
     kernel: triton.JITFunction
     flags: tuple[tuple[str, bool], ...]
     dtype: str
+    config: LaunchConfig
 
     @property
     def id(self) -> str:
         switches = "-".join(name for name, on in self.flags if on) or "none"
-        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}]"
+        launch = f"{self.config.block_size}x{self.config.num_warps}w"
+        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}:{launch}]"
+
+
+def launch_configs(capability: int) -> list[LaunchConfig]:
+    """The configurations ``LAUNCH_TABLE`` can choose on an ``sm_<capability>`` GPU."""
+    return table_configs(f"cuda:sm_{capability}")
 
 
 def compiled_kernel_modules() -> list:
@@ -78,8 +87,10 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
     Combination ``i`` gets the dtype indexed by the sum of ``i``'s base-4 digits
     (flipping any flag, or any two adjacent flags, changes the dtype, so every dtype
     meets every value of every flag) and sm_80 or sm_90 by the parity of its set
-    flags. The all-switches-on combination is built in every dtype. ``every_dtype``
-    builds the full product (flags x dtypes) for sm_90 instead: several minutes.
+    flags. The all-switches-on combination is built in every dtype and at every launch
+    configuration the table holds for its architecture; the others at the table's first.
+    ``every_dtype`` builds the full product (flags x dtypes x configurations) for sm_90
+    instead: several minutes.
     """
     dtypes = list(STORAGE_DTYPES)
     builds = []
@@ -89,19 +100,28 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
             if not (
                 isinstance(kernel, triton.JITFunction)
                 and kernel.fn.__module__ == module.__name__
-                and "BLOCK_SIZE" in kernel.arg_names
+                and kernel.__name__.endswith("_kernel")
             ):
                 continue
-            switches = [p.name for p in kernel.params if p.is_constexpr and p.name != "BLOCK_SIZE"]
+            switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in ("BLOCK_SIZE", "ELEMENT")]
             for index, values in enumerate(itertools.product([False, True], repeat=len(switches))):
                 flags = tuple(zip(switches, values))
                 if every_dtype:
-                    builds += [(KernelVariant(short_name, kernel, flags, d), 90) for d in dtypes]
+                    builds += [
+                        (KernelVariant(short_name, kernel, flags, d, config), 90)
+                        for d in dtypes
+                        for config in launch_configs(90)
+                    ]
                     continue
                 digit_sum = sum(int(digit, 4) for digit in _base4(index))
                 capability = 90 if sum(values) % 2 == 0 else 80
                 chosen = dtypes if all(values) else [dtypes[digit_sum % len(dtypes)]]
-                builds += [(KernelVariant(short_name, kernel, flags, d), capability) for d in chosen]
+                configs = launch_configs(capability) if all(values) else launch_configs(capability)[:1]
+                builds += [
+                    (KernelVariant(short_name, kernel, flags, d, config), capability)
+                    for d in chosen
+                    for config in configs
+                ]
     return builds
 
 
@@ -114,31 +134,26 @@ def _base4(number: int) -> str:
             return digits
 
 
-def _argument_type(name: str, annotation: str, storage: str) -> str:
+def _argument_type(name: str) -> str:
     if name in FLOAT32_SCALAR_POINTERS:
         return "*fp32"
-    if name.endswith("_ptr"):
-        return f"*{storage}"
-    if name == "n_elements":
-        return "i32"
-    if annotation in ("i64", "int64"):
-        return "i64"
+    if name in TABLE_POINTERS:
+        return TABLE_POINTERS[name]
     raise ValueError(f"argument {name!r} follows none of the kernel argument conventions")
 
 
 def compile_ptx(variant: KernelVariant, capability: int) -> str:
     """The PTX of ``variant`` for ``sm_<capability>``, with the runtime's alignment attributes."""
     kernel = variant.kernel
-    constexprs = dict(variant.flags, BLOCK_SIZE=BLOCK_SIZE)
+    element = getattr(tl, variant.dtype)
+    constexprs = dict(variant.flags, BLOCK_SIZE=variant.config.block_size, ELEMENT=element)
     signature, attrs = {}, {}
     for index, param in enumerate(kernel.params):
         if param.is_constexpr:
             signature[param.name] = "constexpr"
             continue
-        storage = STORAGE_DTYPES[variant.dtype]
-        signature[param.name] = _argument_type(param.name, str(param.annotation), storage)
-        if signature[param.name].startswith("*") or param.name == "n_elements":
-            attrs[(index,)] = DIVISIBLE_BY_16
+        signature[param.name] = _argument_type(param.name)
+        attrs[(index,)] = DIVISIBLE_BY_16
     source = ASTSource(
         kernel,
         signature,
@@ -148,7 +163,7 @@ def compile_ptx(variant: KernelVariant, capability: int) -> str:
     compiled = triton.compile(
         source,
         target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": NUM_WARPS, "enable_fp_fusion": False},
+        options={"num_warps": variant.config.num_warps, "enable_fp_fusion": False},
     )
     return compiled.asm["ptx"]
 
@@ -203,3 +218,18 @@ def global_accesses(ptx: str) -> list[GlobalAccess]:
 def uses_local_memory(ptx: str) -> bool:
     """Local memory in PTX means a stack frame: spilled or dynamically indexed registers."""
     return re.search(r"\.local\b|\b(?:ld|st)\.local", ptx) is not None
+
+
+_FLOAT_ARITHMETIC = re.compile(r"^\s*(?:@!?%\w+\s+)?((?:add|sub|mul|fma|div|sqrt|rcp)(?:\.[a-z0-9]+)*\.f(?:32|64))\s", re.M)
+
+
+def float_arithmetic(ptx: str) -> list[str]:
+    """Opcodes of the floating-point adds, subtracts, multiplies, fmas, divisions, square
+    roots and reciprocals, e.g. ``fma.rn.f32``."""
+    return _FLOAT_ARITHMETIC.findall(ptx)
+
+
+def rounds_like_torch(opcode: str) -> bool:
+    """IEEE round-to-nearest, no flush-to-zero, no approximation: what torch computes."""
+    parts = opcode.split(".")
+    return "rn" in parts and not {"ftz", "approx", "full"} & set(parts)

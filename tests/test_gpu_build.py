@@ -5,10 +5,11 @@ constexprs for sm_80 (A100) or sm_90 (H100) in one storage dtype, chosen so that
 every dtype and both architectures meet every value of every flag (see
 ``kernel_builds``; ``TRITONOPT_GPU_BUILD_ALL=1`` builds every combination in every
 dtype, which takes minutes once kernels have six or seven switches). The interpreter proves the
-arithmetic; this proves the build. Pointers and ``n_elements`` get the
-16-divisibility the runtime gives flat-buffer segments (16-element-aligned
-starts, lengths a multiple of 16), so every access to a storage buffer must be
-one 16-byte vector, and no variant may touch local memory (a register spill).
+arithmetic; this proves the build. Storage addresses come from the tensor table;
+on the vector path the kernel tells the compiler they are 16-byte aligned and the
+block's count a multiple of 16, so every buffer that path reads or writes must
+move in 16-byte vectors (counted per buffer from the kernel's switches), the
+masked path in single elements, and no variant may touch local memory (a spill).
 """
 
 import os
@@ -16,11 +17,12 @@ import os
 import pytest
 
 from ptx_build import (
-    FLOAT32_SCALAR_POINTERS,
     STORAGE_DTYPES,
     compile_ptx,
+    float_arithmetic,
     global_accesses,
     kernel_builds,
+    rounds_like_torch,
     uses_local_memory,
 )
 
@@ -55,19 +57,38 @@ def test_builds_cover_every_kernel_flag_dtype_and_architecture():
 def test_variant_builds_with_16_byte_accesses_and_no_spills(variant, capability):
     ptx = compile_ptx(variant, capability)
     assert not uses_local_memory(ptx), f"{variant.id} uses local memory on sm_{capability}"
-    arguments = [p.name for p in variant.kernel.params if not p.is_constexpr]
+    # Arithmetic as torch computes it: every a + alpha * b one fma.rn (one rounding, as the
+    # interpreter of triton 3.9 but not 3.6 computes tl.fma), IEEE division and square root.
+    arithmetic = float_arithmetic(ptx)
+    compute = "f64" if variant.dtype == "float64" else "f32"
+    assert f"fma.rn.{compute}" in arithmetic, f"{variant.id}: no fma.rn.{compute}"
+    assert all(rounds_like_torch(opcode) for opcode in arithmetic), f"{variant.id}: {sorted(set(arithmetic))}"
+    # The vector path moves every buffer it reads or writes in 16-byte vectors; nothing
+    # moves more, and the masked path (unaligned tensors, tails) moves single elements.
     accesses = global_accesses(ptx)
-    assert any("ld.global" in a.instruction for a in accesses), f"{variant.id} loads nothing"
-    assert any("st.global" in a.instruction for a in accesses), f"{variant.id} stores nothing"
-    for access in accesses:
-        names = {arguments[i] for i in access.arguments if i < len(arguments)}
-        assert names, f"{variant.id}: address of {access.instruction!r} comes from no argument"
-        if names <= FLOAT32_SCALAR_POINTERS:
-            continue
-        assert access.width_bytes == 16, (
-            f"{variant.id} on sm_{capability}: {access.instruction!r} moves "
-            f"{access.width_bytes} bytes of {sorted(names)}, not one 16-byte vector"
-        )
+    reads, writes = buffers_moved(variant)
+    per_thread = variant.config.block_size // (32 * variant.config.num_warps) * STORAGE_DTYPES[variant.dtype]
+    assert per_thread >= 16, f"{variant.id}: {per_thread} bytes per thread and buffer cannot fill a vector"
+    vectors = per_thread // 16
+    loads = [a for a in accesses if "ld.global" in a.instruction and a.width_bytes == 16]
+    stores = [a for a in accesses if "st.global" in a.instruction and a.width_bytes == 16]
+    assert (len(loads), len(stores)) == (reads * vectors, writes * vectors), (
+        f"{variant.id} on sm_{capability}: {len(loads)} 16-byte loads and {len(stores)} stores, "
+        f"expected {reads} and {writes} buffers x {vectors} vectors"
+    )
+    assert all(a.width_bytes <= 16 for a in accesses)
+
+
+def buffers_moved(variant) -> tuple[int, int]:
+    """(buffers read, buffers written) by one block, from the kernel's switches."""
+    flags = dict(variant.flags)
+    grad_written = flags["HAS_GRAD_SCALE"]  # the unscaled gradient is stored back
+    if variant.kernel.__name__ == "_sgd_kernel":
+        momentum = flags["HAS_MOMENTUM"]
+        return 2 + momentum, 1 + momentum + grad_written
+    assert variant.kernel.__name__ == "_adam_kernel", variant.kernel.__name__
+    amsgrad = flags["AMSGRAD"]
+    return 4 + amsgrad, 3 + amsgrad + grad_written
 
 
 SYNTHETIC_PTX = """
@@ -81,6 +102,13 @@ SYNTHETIC_PTX = """
 	@%p1 ld.global.v2.b32 { %r5, %r6 }, [ %rd3 + 0 ];
 	@%p1 st.global.v2.b64 [ %rd1 + 0 ], { %rd4, %rd5 };
 """
+
+
+def test_arithmetic_reader_finds_float_opcodes_and_their_rounding():
+    ptx = "\tfma.rn.f32 \t%r5, %r1, %r2, %r3;\n\t@%p1 div.full.f32 %r6, %r5, %r4;\n\tmul.rn.f64 %rd1, %rd2, %rd3;\n"
+    ptx += "\tadd.s64 %rd4, %rd5, 16;\n\tsqrt.approx.ftz.f32 %r7, %r6;\n"
+    assert float_arithmetic(ptx) == ["fma.rn.f32", "div.full.f32", "mul.rn.f64", "sqrt.approx.ftz.f32"]
+    assert [rounds_like_torch(o) for o in float_arithmetic(ptx)] == [True, False, True, False]
 
 
 def test_ptx_reader_traces_widths_and_arguments():

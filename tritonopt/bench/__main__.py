@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (at least 2)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results/<device name>/)")
     parser.add_argument("--quick", action="store_true", help="smaller CPU sizes, fewer cases and repeats")
+    parser.add_argument("--tiny", action="store_true", help="one tiny case: checks the plumbing in seconds, measures nothing")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compiling takes minutes)")
     parser.add_argument("--profile", action="store_true", help="also write a Chrome trace of a few steps")
     parser.add_argument("--interpreter", action="store_true", help="also time tritonopt under Triton's interpreter (CPU)")
     return parser.parse_args(argv)
@@ -72,7 +74,7 @@ def main(argv: list[str]) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("tritonopt.bench: --device cuda, but torch sees no CUDA device")
     repeats = args.repeats or (5 if args.quick else 30)
-    cases = default_cases(device.type, args.quick)
+    cases = default_cases(device.type, args.quick, args.tiny)
     if args.cases:
         cases = [c for c in cases if any(part in c.name for part in args.cases)]
     if args.dtype:
@@ -81,7 +83,8 @@ def main(argv: list[str]) -> None:
     out = args.out or Path("bench/results") / folder_name(name)
     out.mkdir(parents=True, exist_ok=True)
 
-    copy_gb_per_s = timing.copy_bandwidth(device, COPY_ELEMENTS.get(device.type, 2**24), max(repeats, 20))
+    copy_elements = 2**16 if args.tiny else COPY_ELEMENTS.get(device.type, 2**24)
+    copy_gb_per_s = timing.copy_bandwidth(device, copy_elements, max(repeats, 20))
     command = shlex.join(["python", "-m", "tritonopt.bench", *argv])
     header = [
         f"$ {command}",
@@ -91,11 +94,9 @@ def main(argv: list[str]) -> None:
     ]
     print("\n".join(header), flush=True)
     chosen = implementations(args.interpreter)
+    if args.tiny or args.no_compile:  # torch.compile alone would take 20 s of a tiny run
+        chosen = [i for i in chosen if i.name != "torch.compile"]
     rows = []
-    for case in cases:
-        case_rows = run_case(case, chosen, device, repeats, args.warmup, copy_gb_per_s)
-        print(report.table(case_rows), flush=True)
-        rows += case_rows
     metadata = {
         "command": command,
         "device": str(device),
@@ -107,7 +108,14 @@ def main(argv: list[str]) -> None:
         "copy_gb_per_s": copy_gb_per_s,
         "repeats": repeats,
         "quick": args.quick,
+        "complete": False,
     }
+    for case in cases:
+        case_rows = run_case(case, chosen, device, repeats, args.warmup, copy_gb_per_s)
+        print(report.table(case_rows), flush=True)
+        rows += case_rows
+        report.write_json(out / "results.json", metadata, rows)  # a run cut short keeps its cases
+    metadata["complete"] = True
     report.write_json(out / "results.json", metadata, rows)
     plot.write_chart(out / "chart.png", rows, copy_gb_per_s, f"{name}, torch {torch.__version__}: {command}")
     if args.profile:

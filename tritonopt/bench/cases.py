@@ -65,6 +65,9 @@ SIZES = {
     "cpu": Sizes(2**23, 10_000, 1_000, 4, 500, 20, 100),
     "cpu-quick": Sizes(2**21, 2_000, 1_000, 8, 100, 20, 100),
     "cuda-quick": Sizes(2**26, 10_000, 1_000, 1, 500, 20, 1_000),
+    # a plumbing check of the benchmark (bench/gpu_check.sh --dry-run), not a measurement
+    "cpu-tiny": Sizes(2**10, 4, 100, 64, 2, 2, 100),
+    "cuda-tiny": Sizes(2**10, 4, 100, 64, 2, 2, 100),
 }
 
 
@@ -114,10 +117,13 @@ def layouts(sizes: Sizes, optimizer: OptimizerEntry) -> dict[str, tuple[tuple[Sh
     }
 
 
-def default_cases(device: str, quick: bool) -> list[Case]:
+def default_cases(device: str, quick: bool, tiny: bool = False) -> list[Case]:
     """The preset: every layout in float32 and bfloat16 with the default variant, the
     other variants on the large layout; AdamW on the finetuning split only. ``quick``
-    keeps bfloat16 and the variants to the large layout."""
+    keeps bfloat16 and the variants to the large layout. ``tiny``: the first case
+    only, at a few thousand elements."""
+    if tiny:
+        return _first_tiny_case(device)
     sizes = SIZES[f"{device}-quick" if quick else device]
     cases = []
     for optimizer in OPTIMIZERS.values():
@@ -133,6 +139,12 @@ def default_cases(device: str, quick: bool) -> list[Case]:
                 for variant in optimizer.variants if all_variants else [default_variant]:
                     cases.append(Case(layout, groups, overrides, optimizer, variant, dtype))
     return cases
+
+
+def _first_tiny_case(device: str) -> list[Case]:
+    optimizer = next(iter(OPTIMIZERS.values()))
+    layout, (groups, overrides) = next(iter(layouts(SIZES[f"{device}-tiny"], optimizer).items()))
+    return [Case(layout, groups, overrides, optimizer, next(iter(optimizer.variants)), torch.float32)]
 
 
 def build_params(case: Case, device: torch.device, seed: int = 0) -> list[dict[str, Any]]:

@@ -104,9 +104,9 @@ def _gather(tensor: torch.Tensor, group) -> list[torch.Tensor]:
     return gathered
 
 
-def _assert_ranks_equal(model, group, context: str) -> None:
-    """Gathers ``model``'s parameters from every rank (a collective: call it on all ranks)."""
-    for rank, params in enumerate(_gather(_flat_params(model), group)):
+def _assert_ranks_equal(gathered: list[torch.Tensor], model, context: str) -> None:
+    """``gathered``: ``_gather(_flat_params(model), group)``, a collective, so gathered before any assertion."""
+    for rank, params in enumerate(gathered):
         torch.testing.assert_close(params, _flat_params(model), msg=lambda m, r=rank: f"{context}: rank {r} differs\n{m}")
 
 
@@ -124,6 +124,61 @@ def _assert_local_match(ref_model, ref_opt, cand_model, cand_opt, context: str) 
             )
 
 
+# --- training, and what it must leave alone -----------------------------------------
+def _train(model, optimizer, rank: int, steps, *, set_to_none: bool = True):
+    """zero_grad, backward, step over ``steps``.
+
+    Returns each step's loss followed by the loss after the last step, and what the
+    steps disturbed: gradients that ``step()`` replaced, moved or changed, and
+    parameters (local shards) whose storage moved after the optimizer was built.
+    """
+    pointers = [_local(p).data_ptr() for p in model.parameters()]
+    losses, disturbed = [], []
+    for step in steps:
+        optimizer.zero_grad(set_to_none=set_to_none)
+        loss = loss_of(model, *batch(step, rank))
+        loss.backward()
+        grads = [(p.grad, _local(p.grad).data_ptr(), _local(p.grad).clone()) for p in model.parameters()]
+        optimizer.step()
+        losses.append(loss.detach())
+        for (name, p), (grad, pointer, values) in zip(model.named_parameters(), grads):
+            if p.grad is not grad:
+                disturbed.append(f"step {step}: {name}'s .grad was replaced")
+            elif _local(p.grad).data_ptr() != pointer:
+                disturbed.append(f"step {step}: {name}'s .grad moved")
+            elif not torch.equal(_local(p.grad), values):
+                disturbed.append(f"step {step}: {name}'s .grad values changed")
+    with torch.no_grad():
+        losses.append(loss_of(model, *batch(-1, rank)))
+    disturbed += [f"{n} moved" for (n, p), ptr in zip(model.named_parameters(), pointers) if _local(p).data_ptr() != ptr]
+    return losses, disturbed
+
+
+def _failures(*checks) -> list[str]:
+    """The messages of the ``checks`` (callables) that fail; every check runs."""
+    failures = []
+    for check in checks:
+        try:
+            check()
+        except AssertionError as error:
+            failures.append(str(error))
+    return failures
+
+
+def _assert_all(*checks, earlier: tuple[str, ...] = ()) -> None:
+    """Runs every check and fails with all their messages (and ``earlier`` failures) at once."""
+    failures = [*earlier, *_failures(*checks)]
+    assert not failures, f"{len(failures)} of {len(earlier) + len(checks)} checks failed:\n\n" + "\n\n".join(failures)
+
+
+def _assert_undisturbed(disturbed: list[str], owner: str) -> None:
+    assert not disturbed, f"step() disturbed what {owner} owns:\n" + "\n".join(disturbed)
+
+
+def _assert_losses_match(ref_losses, cand_losses, context: str) -> None:
+    torch.testing.assert_close(torch.stack(cand_losses), torch.stack(ref_losses), msg=lambda m: f"{context}\n{m}")
+
+
 # --- FSDP2 --------------------------------------------------------------------------
 def _sharded_model(mesh: DeviceMesh, seed: int = 0):
     model = make_model(seed)
@@ -132,35 +187,39 @@ def _sharded_model(mesh: DeviceMesh, seed: int = 0):
     return fully_shard(model, mesh=mesh)
 
 
-def _train(model, optimizer, rank: int, steps) -> list[torch.Tensor]:
-    """zero_grad, backward, step over ``steps``; returns each step's loss and, last, the loss after them."""
-    losses = []
-    for step in steps:
-        optimizer.zero_grad()
-        loss = loss_of(model, *batch(step, rank))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    with torch.no_grad():
-        losses.append(loss_of(model, *batch(-1, rank)))
-    return losses
-
-
 def _fully_shard_case(rank: int, group, case, _directory) -> None:
-    """The same ``fully_shard`` model trained by both optimizers: losses, local shards and state match,
-    and the local shards stay in FSDP2's storage (the next forward all-gathers from there)."""
+    """The same ``fully_shard`` model trained by both optimizers: losses (the forward all-gathers
+    from FSDP2's storage), local shards and state match. The local shards stay in the storage
+    ``fully_shard`` gave them and the gradient DTensors where FSDP2 accumulates into them
+    (``zero_grad(set_to_none=False)``: FSDP2 adds each reduce-scatter into ``p.grad``'s local tensor)."""
     mesh = DeviceMesh.from_group(group, "cpu")
     ref_model, cand_model = _sharded_model(mesh), _sharded_model(mesh)
     shard_pointers = [_local(p).data_ptr() for p in cand_model.parameters()]
     ref_opt = case.torch_class(ref_model.parameters(), **case.kwargs)
     cand_opt = case.tritonopt_class(cand_model.parameters(), **case.kwargs)
-    ref_losses = _train(ref_model, ref_opt, rank, range(STEPS))
-    cand_losses = _train(cand_model, cand_opt, rank, range(STEPS))
+    ref_losses, _ = _train(ref_model, ref_opt, rank, range(STEPS), set_to_none=False)
+    cand_losses, disturbed = _train(cand_model, cand_opt, rank, range(STEPS), set_to_none=False)
 
-    torch.testing.assert_close(torch.stack(cand_losses), torch.stack(ref_losses), msg=lambda m: f"losses\n{m}")
-    _assert_local_match(ref_model, ref_opt, cand_model, cand_opt, f"after {STEPS} steps")
     moved = [n for (n, p), ptr in zip(cand_model.named_parameters(), shard_pointers) if _local(p).data_ptr() != ptr]
-    assert not moved, f"the local shards of {moved} left the storage fully_shard gave them"
+    _assert_all(
+        lambda: _assert_losses_match(ref_losses, cand_losses, "losses"),
+        lambda: _assert_local_match(ref_model, ref_opt, cand_model, cand_opt, f"after {STEPS} steps"),
+        lambda: _assert_undisturbed([f"{n}'s local shard left the storage fully_shard gave it" for n in moved], "FSDP2"),
+        lambda: _assert_undisturbed(disturbed, "FSDP2"),
+    )
+
+
+def _assert_dcp_state_dicts_match(ref_model, ref_opt, model, optimizer, context: str) -> None:
+    """What DCP saves: ``get_optimizer_state_dict`` (keyed by parameter name) of both optimizers."""
+    ref_state = get_optimizer_state_dict(ref_model, ref_opt)["state"]
+    state = get_optimizer_state_dict(model, optimizer)["state"]
+    assert state.keys() == ref_state.keys(), f"{context}: {sorted(state)} vs torch's {sorted(ref_state)}"
+    for name, entry in ref_state.items():
+        assert state[name].keys() == entry.keys(), f"{context}: {name} holds {sorted(state[name])}"
+        for key, value in entry.items():
+            torch.testing.assert_close(
+                _local(state[name][key]), _local(value), msg=lambda m, n=name, k=key: f"{context}: {n} {k!r}\n{m}"
+            )
 
 
 def _checkpoint_case(rank: int, group, case, directory: Path) -> None:
@@ -171,9 +230,13 @@ def _checkpoint_case(rank: int, group, case, directory: Path) -> None:
     ref_opt = case.torch_class(ref_model.parameters(), **case.kwargs)
     model = _sharded_model(mesh)
     optimizer = case.tritonopt_class(model.parameters(), **case.kwargs)
-    ref_losses = _train(ref_model, ref_opt, rank, range(2))[:-1]
-    _train(model, optimizer, rank, range(2))
-    _assert_local_match(ref_model, ref_opt, model, optimizer, "at the checkpoint")
+    ref_losses, _ = _train(ref_model, ref_opt, rank, range(2))
+    _, disturbed = _train(model, optimizer, rank, range(2))
+    # reported at the end: a rank that stopped here would leave the other waiting in dcp.save
+    at_checkpoint = _failures(
+        lambda: _assert_local_match(ref_model, ref_opt, model, optimizer, "at the checkpoint"),
+        lambda: _assert_dcp_state_dicts_match(ref_model, ref_opt, model, optimizer, "get_optimizer_state_dict at the checkpoint"),
+    )
     saved = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
     dcp.save(saved, checkpoint_id=directory, process_group=group)
     del model, optimizer, saved
@@ -184,11 +247,15 @@ def _checkpoint_case(rank: int, group, case, directory: Path) -> None:
     dcp.load(state, checkpoint_id=directory, process_group=group)
     set_model_state_dict(resumed, state["model"])
     set_optimizer_state_dict(resumed, resumed_opt, state["optim"])
-    ref_losses += _train(ref_model, ref_opt, rank, range(2, 4))
-    losses = _train(resumed, resumed_opt, rank, range(2, 4))
+    ref_losses, _ = _train(ref_model, ref_opt, rank, range(2, 4))
+    losses, disturbed_after = _train(resumed, resumed_opt, rank, range(2, 4))
 
-    torch.testing.assert_close(torch.stack(losses), torch.stack(ref_losses[2:]), msg=lambda m: f"losses after resuming\n{m}")
-    _assert_local_match(ref_model, ref_opt, resumed, resumed_opt, "2 steps after resuming")
+    _assert_all(
+        lambda: _assert_losses_match(ref_losses, losses, "losses after resuming"),
+        lambda: _assert_local_match(ref_model, ref_opt, resumed, resumed_opt, "2 steps after resuming"),
+        lambda: _assert_undisturbed(disturbed + disturbed_after, "FSDP2"),
+        earlier=tuple(at_checkpoint),
+    )
 
 
 @pytest.mark.parametrize("case", OPTIMIZER_IDS)
@@ -208,7 +275,9 @@ def _ddp_model(group, **kwargs):
 
 def _zero_case(rank: int, group, case, _directory) -> None:
     """ZeroRedundancyOptimizer with the tritonopt class over DDP equals it with torch's class:
-    every parameter on every rank, the local optimizer's state, and the consolidated state_dict."""
+    every parameter on every rank, the local optimizer's state, and the consolidated state_dict.
+    Parameters stay where ZeRO put them (its buckets when ``parameters_as_bucket_view=True``:
+    ZeRO re-points ``p.data`` into them after building the local optimizer, then broadcasts them)."""
     optimizer_case, bucket_view = case
     runs = []
     for optimizer_class in (optimizer_case.torch_class, optimizer_case.tritonopt_class):
@@ -220,50 +289,50 @@ def _zero_case(rank: int, group, case, _directory) -> None:
             parameters_as_bucket_view=bucket_view,
             **optimizer_case.kwargs,
         )
-        losses = _train(model, optimizer, rank, range(STEPS))
+        losses, disturbed = _train(model, optimizer, rank, range(STEPS))
         optimizer.consolidate_state_dict(to=0)
-        runs.append((model, optimizer, losses))
-    (ref_model, ref_opt, ref_losses), (cand_model, cand_opt, cand_losses) = runs
-    _assert_ranks_equal(cand_model, group, "tritonopt's run")
+        runs.append((model, optimizer, losses, disturbed))
+    (ref_model, ref_opt, ref_losses, _), (cand_model, cand_opt, cand_losses, disturbed) = runs
+    gathered = _gather(_flat_params(cand_model), group)
 
-    torch.testing.assert_close(torch.stack(cand_losses), torch.stack(ref_losses), msg=lambda m: f"losses\n{m}")
-    _assert_local_match(ref_model, ref_opt.optim, cand_model, cand_opt.optim, f"after {STEPS} steps")
-    assert_optimizers_match(ref_opt.optim, cand_opt.optim, "the local optimizer's state_dict")
-    if rank == 0:
-        ref_state, cand_state = ref_opt.state_dict(), cand_opt.state_dict()
-        assert cand_state["state"].keys() == ref_state["state"].keys()
-        for index, entry in ref_state["state"].items():
-            for key, value in entry.items():
-                torch.testing.assert_close(cand_state["state"][index][key], value, msg=lambda m, i=index, k=key: f"consolidated {i} {k}\n{m}")
+    def consolidated_state_matches():
+        if rank == 0:
+            ref_state, cand_state = ref_opt.state_dict()["state"], cand_opt.state_dict()["state"]
+            assert cand_state.keys() == ref_state.keys(), f"consolidated state of {sorted(cand_state)}"
+            for index, entry in ref_state.items():
+                for key, value in entry.items():
+                    torch.testing.assert_close(
+                        cand_state[index][key], value, msg=lambda m, i=index, k=key: f"consolidated state {i} {k!r}\n{m}"
+                    )
+
+    _assert_all(
+        lambda: _assert_ranks_equal(gathered, cand_model, "tritonopt's run"),
+        lambda: _assert_losses_match(ref_losses, cand_losses, "losses"),
+        lambda: _assert_local_match(ref_model, ref_opt.optim, cand_model, cand_opt.optim, f"after {STEPS} steps"),
+        lambda: assert_optimizers_match(ref_opt.optim, cand_opt.optim, "the local optimizer's state_dict"),
+        consolidated_state_matches,
+        lambda: _assert_undisturbed(disturbed, "ZeRO and DDP"),
+    )
 
 
 def _ddp_case(rank: int, group, case, _directory) -> None:
-    """DDP then the optimizer: equal to torch's run on every rank, and the step leaves every
-    ``p.grad`` the tensor DDP put there, at the same address, with the same values."""
+    """DDP then the optimizer: equal to torch's run on every rank, and ``step()`` leaves every
+    ``p.grad`` the tensor DDP (a view of its bucket with ``gradient_as_bucket_view=True``) or
+    autograd put there, at the same address, with the same values: no gradient copy."""
     optimizer_case, bucket_view = case
-    ref_model, cand_model = _ddp_model(group, gradient_as_bucket_view=bucket_view), _ddp_model(group, gradient_as_bucket_view=bucket_view)
-    ref_opt = optimizer_case.torch_class(ref_model.parameters(), **optimizer_case.kwargs)
-    cand_opt = optimizer_case.tritonopt_class(cand_model.parameters(), **optimizer_case.kwargs)
-    disturbed = []
-    for step in range(STEPS):
-        tokens, weights = batch(step, rank)
-        for model, optimizer in ((ref_model, ref_opt), (cand_model, cand_opt)):
-            optimizer.zero_grad()
-            loss_of(model, tokens, weights).backward()
-        grads = [(p.grad, p.grad.data_ptr(), p.grad.clone()) for p in cand_model.parameters()]
-        ref_opt.step()
-        cand_opt.step()
-        for (name, p), (grad, pointer, values) in zip(cand_model.named_parameters(), grads):
-            if p.grad is not grad:
-                disturbed.append(f"step {step}: {name}'s .grad was replaced")
-            elif p.grad.data_ptr() != pointer:
-                disturbed.append(f"step {step}: {name}'s .grad moved")
-            elif not torch.equal(p.grad, values):
-                disturbed.append(f"step {step}: {name}'s .grad values changed")
-    _assert_ranks_equal(cand_model, group, "tritonopt's run")
-
-    assert not disturbed, "step() disturbed the gradients DDP wrote:\n" + "\n".join(disturbed)
-    assert_optimizers_match(ref_opt, cand_opt, f"after {STEPS} steps")
+    runs = []
+    for optimizer_class in (optimizer_case.torch_class, optimizer_case.tritonopt_class):
+        model = _ddp_model(group, gradient_as_bucket_view=bucket_view)
+        optimizer = optimizer_class(model.parameters(), **optimizer_case.kwargs)
+        runs.append((model, optimizer, *_train(model, optimizer, rank, range(STEPS))))
+    (ref_model, ref_opt, ref_losses, _), (cand_model, cand_opt, cand_losses, disturbed) = runs
+    gathered = _gather(_flat_params(cand_model), group)
+    _assert_all(
+        lambda: _assert_ranks_equal(gathered, cand_model, "tritonopt's run"),
+        lambda: _assert_undisturbed(disturbed, "DDP"),
+        lambda: _assert_losses_match(ref_losses, cand_losses, "losses"),
+        lambda: assert_optimizers_match(ref_opt, cand_opt, f"after {STEPS} steps"),
+    )
 
 
 BUCKET_CASES = {f"{case.name}-bucket_view={flag}": (case, flag) for case in OPTIMIZERS for flag in (True, False)}

@@ -82,7 +82,12 @@ def outcome(tmp_path_factory):
 
     def check(scenario: str, case: str) -> None:
         if scenario not in spawned:
-            spawned[scenario] = _spawn(scenario, tmp_path_factory.mktemp(scenario))
+            try:
+                spawned[scenario] = _spawn(scenario, tmp_path_factory.mktemp(scenario))
+            except Exception as error:  # a worker died: every case of the scenario reports it, none respawns
+                spawned[scenario] = f"a worker died:\n{error}"
+        if isinstance(spawned[scenario], str):
+            pytest.fail(f"{scenario}: {spawned[scenario]}", pytrace=False)
         if spawned[scenario][case]:
             pytest.fail(f"{scenario} {case} failed in the workers:\n{spawned[scenario][case]}", pytrace=False)
 

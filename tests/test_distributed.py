@@ -124,6 +124,10 @@ def _assert_local_match(ref_model, ref_opt, cand_model, cand_opt, context: str) 
         ref_state, cand_state = ref_opt.state.get(ref_p, {}), cand_opt.state.get(cand_p, {})
         assert cand_state.keys() == ref_state.keys(), f"{where}: state {sorted(cand_state)} vs torch's {sorted(ref_state)}"
         for key, value in ref_state.items():
+            # DCP saves a DTensor by its shards and any other tensor as one replicated value
+            assert isinstance(cand_state[key], DTensor) == isinstance(value, DTensor), (
+                f"{where}: state {key!r} is a {type(cand_state[key]).__name__}, torch's a {type(value).__name__}"
+            )
             torch.testing.assert_close(
                 _local(cand_state[key]), _local(value), msg=lambda m, w=where, k=key: f"{w}: state {k!r}\n{m}"
             )

@@ -48,11 +48,15 @@ def _assert_models_equal(expected: nn.Module, actual: nn.Module, context: str) -
 
 @pytest.mark.parametrize("case", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_accelerate_save_state_and_load_state_restore_model_and_optimizer(case, tmp_path):
+    """prepare() already calls ``optimizer.load_state_dict(optimizer.state_dict())``; load_state
+    loads the weights with safetensors' ``load_model`` (copies into the parameters) and calls
+    ``optimizer.load_state_dict`` with the state saved in optimizer.bin."""
     accelerator = Accelerator()
     ref_model = make_model().to(accelerator.device)
     ref_opt = case.torch_class(ref_model.parameters(), **case.kwargs)
-    model = accelerator.prepare(make_model())
-    optimizer = accelerator.prepare(case.tritonopt_class(model.parameters(), **case.kwargs))
+    model = make_model()
+    # accelerate's usual order: the optimizer is built before prepare (which moves the model to its device)
+    model, optimizer = accelerator.prepare(model, case.tritonopt_class(model.parameters(), **case.kwargs))
     _train(ref_model, ref_opt, range(STEPS), device=accelerator.device)
     _train(model, optimizer, range(STEPS), backward=accelerator.backward, device=accelerator.device)
     assert_optimizers_match(ref_opt, optimizer.optimizer, f"after {STEPS} steps")
@@ -61,8 +65,10 @@ def test_accelerate_save_state_and_load_state_restore_model_and_optimizer(case, 
     names = _saved_names(tmp_path / "model.safetensors")
     assert sorted(names) == sorted(model.state_dict()), f"model.safetensors holds {names}"
     restorer = Accelerator()  # a fresh run: its own model and optimizer, built before load_state
-    restored_model = restorer.prepare(make_model(seed=1))
-    restored_opt = restorer.prepare(case.tritonopt_class(restored_model.parameters(), **case.kwargs))
+    restored_model = make_model(seed=1)
+    restored_model, restored_opt = restorer.prepare(
+        restored_model, case.tritonopt_class(restored_model.parameters(), **case.kwargs)
+    )
     restorer.load_state(tmp_path)
     _assert_models_equal(model, restored_model, "restored weights")
     assert_optimizers_match(optimizer.optimizer, restored_opt.optimizer, "restored optimizer")

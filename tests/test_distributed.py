@@ -239,7 +239,7 @@ def _checkpoint_case(rank: int, group, case, directory: Path) -> None:
     ref_opt = case.torch_class(ref_model.parameters(), **case.kwargs)
     model = _sharded_model(mesh)
     optimizer = case.tritonopt_class(model.parameters(), **case.kwargs)
-    ref_losses, _ = _train(ref_model, ref_opt, rank, range(2))
+    _train(ref_model, ref_opt, rank, range(2))
     _, disturbed = _train(model, optimizer, rank, range(2))
     # reported at the end: a rank that stopped here would leave the other waiting in dcp.save
     at_checkpoint = _failures(

@@ -344,8 +344,34 @@ def _ddp_case(rank: int, group, case, _directory) -> None:
     )
 
 
+# --- what tritonopt refuses --------------------------------------------------------
+def _mixed_meshes_case(rank: int, group, optimizer_case, _directory) -> None:
+    """DTensors of two meshes in one group: a clear error at construction, nothing moved.
+    (Updates run per group and launch; one group's state is laid out for one mesh.)"""
+    from torch.distributed.tensor import Replicate, Shard
+
+    whole = DeviceMesh("cpu", list(range(WORLD_SIZE)), _init_backend=False)
+    own = DeviceMesh("cpu", [rank], _init_backend=False)
+    params = [
+        torch.nn.Parameter(DTensor.from_local(torch.randn(2, 3), whole, [Shard(0)], run_check=False)),
+        torch.nn.Parameter(DTensor.from_local(torch.randn(5), own, [Replicate()], run_check=False)),
+    ]
+    locals_before = [(p.to_local().data_ptr(), p.to_local().clone()) for p in params]
+    with pytest.raises(ValueError, match="mixes DTensors of 2 device meshes"):
+        optimizer_case.tritonopt_class(params, **optimizer_case.kwargs)
+    optimizer_case.tritonopt_class([{"params": params[:1]}, {"params": params[1:]}], **optimizer_case.kwargs)
+    for p, (address, values) in zip(params, locals_before):
+        assert p.to_local().data_ptr() == address and torch.equal(p.to_local(), values)
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_IDS)
+def test_a_group_mixing_device_meshes_is_refused(outcome, case):
+    outcome("mixed_meshes", case)
+
+
 BUCKET_CASES = {f"{case.name}-bucket_view={flag}": (case, flag) for case in OPTIMIZERS for flag in (True, False)}
 SCENARIOS = {
+    "mixed_meshes": (_mixed_meshes_case, {case.name: case for case in OPTIMIZERS}),
     "fully_shard": (_fully_shard_case, {case.name: case for case in OPTIMIZERS}),
     "checkpoint": (_checkpoint_case, {case.name: case for case in OPTIMIZERS}),
     "zero": (_zero_case, BUCKET_CASES),

@@ -427,3 +427,18 @@ def test_loaded_state_moves_into_the_state_buffers_at_load(cpu_path):
     for key in ("exp_avg", "exp_avg_sq", "step"):
         storages = {optimizer.state[p][key].untyped_storage().data_ptr() for p in model.parameters()}
         assert len(storages) == 1, f"{key}: loaded tensors were kept instead of the state buffer"
+
+
+@pytest.mark.parametrize("remaining_bytes", [0, 8])
+def test_a_storage_that_shrinks_under_a_parameter_raises_and_nothing_is_updated(cpu_path, remaining_bytes):
+    shrinking, other = torch.nn.Parameter(torch.randn(6)), torch.nn.Parameter(torch.randn(4))
+    optimizer = tritonopt.SGD([other, shrinking], lr=0.1, momentum=0.9)
+    for p in (shrinking, other):
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    before = other.detach().clone(), optimizer.state[other]["momentum_buffer"].clone()
+    shrinking.untyped_storage().resize_(remaining_bytes)
+    with pytest.raises(RuntimeError, match=r"parameter 1 of shape \(6,\) addresses 24 bytes .* storage shrank"):
+        optimizer.step()
+    assert torch.equal(other.detach(), before[0])
+    assert torch.equal(optimizer.state[other]["momentum_buffer"], before[1])

@@ -107,16 +107,16 @@ def test_the_interpreters_own_fma_alone_puts_the_sgd_kernel_one_ulp_off(monkeypa
     expected = param.clone()
     _single_tensor_sgd([expected], [grad.clone()], [None], None, None, lr=0.1, weight_decay=0.0, momentum=0.0,
                        dampening=0.0, nesterov=False, maximize=False, has_sparse_grad=False)
-    arguments = dict(lr=0.1, weight_decay=0.0, momentum=0.0, dampening=0.0, nesterov=False, maximize=False,
-                     first_step=False)
+    arguments = dict(rows=[0], hyperparameters=[sgd_kernels.SGDHyperparameters(0.1, 0.0, 0.0, 0.0, False)],
+                     nesterov=False, maximize=False)
 
     with_exact_fma = param.clone()
-    sgd_kernels.sgd_update(with_exact_fma, grad.clone(), None, **arguments)
+    sgd_kernels.sgd_update([with_exact_fma], [grad.clone()], None, **arguments)
     assert torch.equal(with_exact_fma, expected)
 
     monkeypatch.setattr(InterpreterBuilder, "create_fma", InterpreterBuilder.create_fma.original)
     with_own_fma = param.clone()
-    sgd_kernels.sgd_update(with_own_fma, grad.clone(), None, **arguments)
+    sgd_kernels.sgd_update([with_own_fma], [grad.clone()], None, **arguments)
     differs = with_own_fma != expected
     assert differs.any()
     rounded_twice = param + grad * torch.tensor(-0.1)  # the product rounded, then the sum

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._elementwise import active_elements, load_grad, load_upcast, negate
+
 # Elements that a vector block's count is a multiple of: 16-byte vectors of any
 # storage dtype (four fp32, eight bf16) divide it.
 VECTOR = 16
@@ -59,6 +61,30 @@ def buffer_pointer(row, column: tl.constexpr, first, ELEMENT: tl.constexpr, VECT
     if VECTOR:
         pointer = tl.multiple_of(pointer, 16)
     return pointer
+
+
+@triton.jit
+def load_block(
+    blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+    TENSOR_COLUMNS: tl.constexpr, HYPERPARAMETER_COLUMNS: tl.constexpr, ELEMENT: tl.constexpr,
+    MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
+):
+    """What every optimizer's block starts from: its tensor row, first element, offsets
+    and mask (empty when GradScaler found inf), the parameter's pointer, the row of the
+    hyperparameter table (the tensor row's last column), and the parameter and the
+    gradient (unscaled, negated when maximizing) in the compute dtype."""
+    row, first, count = block_of_program(blocks_ptr, tensors_ptr, TENSOR_COLUMNS, VECTOR)
+    param_ptr = buffer_pointer(row, 0, first, ELEMENT, VECTOR)
+    grad_ptr = buffer_pointer(row, 1, first, ELEMENT, VECTOR)
+    hyperparameters = hyperparameters_ptr + tl.load(row + TENSOR_COLUMNS - 1) * HYPERPARAMETER_COLUMNS
+    offsets = tl.arange(0, BLOCK_SIZE)
+    mask = offsets < active_elements(count, found_inf_ptr, HAS_FOUND_INF)
+    param = load_upcast(param_ptr, offsets, mask)
+    grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
+    if MAXIMIZE:
+        grad = negate(grad)
+    return row, first, offsets, mask, param_ptr, hyperparameters, param, grad
 
 
 def _addresses(tensors: Sequence[torch.Tensor]) -> list[int]:

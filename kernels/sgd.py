@@ -7,8 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._blocks import BlockTable, block_of_program, buffer_pointer, is_vector_block
-from ._elementwise import active_elements, negate, hyperparameter, load_grad, load_upcast, store_rounded
+from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block
+from ._elementwise import hyperparameter, load_upcast, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
 
 
@@ -34,17 +34,11 @@ def _sgd_block(
     ELEMENT: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
-    row, first, count = block_of_program(blocks_ptr, tensors_ptr, 4, VECTOR)
-    param_ptr = buffer_pointer(row, 0, first, ELEMENT, VECTOR)
-    grad_ptr = buffer_pointer(row, 1, first, ELEMENT, VECTOR)
-    hyperparameters = hyperparameters_ptr + tl.load(row + 3) * 5
-    offsets = tl.arange(0, BLOCK_SIZE)
-    mask = offsets < active_elements(count, found_inf_ptr, HAS_FOUND_INF)
-    param = load_upcast(param_ptr, offsets, mask)
-    grad = load_grad(grad_ptr, offsets, mask, grad_scale_ptr, HAS_GRAD_SCALE)
+    row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
+        blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
+        4, 5, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+    )
     compute_dtype: tl.constexpr = param.dtype
-    if MAXIMIZE:
-        grad = negate(grad)
     weight_decay = hyperparameter(hyperparameters + 1, compute_dtype)
     if weight_decay != 0:
         grad = tl.fma(param, weight_decay, grad)

@@ -1,6 +1,7 @@
 """``python -m tritonopt.bench``: time every step implementation on every case and report.
 
-Prints a table per case, and writes ``results.json`` and ``chart.png`` (and with
+Prints a table per case, then the summary (host us per parameter and per group,
+new gradients against gradients in place), and writes ``results.json`` and ``chart.png`` (and with
 ``--profile`` ``trace.json``) under ``--out`` (default
 ``bench/results/<device name>/``).
 """
@@ -19,8 +20,8 @@ import triton
 
 from tritonopt import _backend
 
-from . import plot, profile, report, timing
-from .cases import default_cases
+from . import plot, profile, report, summary, timing
+from .cases import default_cases, with_new_grads
 from .implementations import implementations, tritonopt_path
 from .run import run_case
 
@@ -40,6 +41,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compiling takes minutes)")
     parser.add_argument("--profile", action="store_true", help="also write a Chrome trace of a few steps")
     parser.add_argument("--interpreter", action="store_true", help="also time tritonopt under Triton's interpreter (CPU)")
+    parser.add_argument(
+        "--new-grads", action="store_true",
+        help="also measure every case with new gradient tensors each step (the default zero_grad() loop)",
+    )
     return parser.parse_args(argv)
 
 
@@ -79,6 +84,8 @@ def main(argv: list[str]) -> None:
         cases = [c for c in cases if any(part in c.name for part in args.cases)]
     if args.dtype:
         cases = [c for c in cases if str(c.dtype) == f"torch.{args.dtype}"]
+    if args.new_grads:
+        cases = with_new_grads(cases)
     name = device_name(device)
     out = args.out or Path("bench/results") / folder_name(name)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,13 +122,16 @@ def main(argv: list[str]) -> None:
         print(report.table(case_rows), flush=True)
         rows += case_rows
         report.write_json(out / "results.json", metadata, rows)  # a run cut short keeps its cases
+    derived = summary.summarize(cases, rows, copy_gb_per_s)
     metadata["complete"] = True
+    metadata["summary"] = derived
     report.write_json(out / "results.json", metadata, rows)
     plot.write_chart(out / "chart.png", rows, copy_gb_per_s, f"{name}, torch {torch.__version__}: {command}")
     if args.profile:
         profile.write_trace(out / "trace.json", cases, chosen, device)
     print("\n" + "\n".join(header))
     print(report.table(rows))
+    print(summary.text(derived))
     print(f"\nwrote {out}/results.json, {out}/chart.png" + (f", {out}/trace.json" if args.profile else ""))
 
 

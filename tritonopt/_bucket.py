@@ -78,6 +78,10 @@ class Bucket:
         self.flat_steps: torch.Tensor | None = None
         self.step_views: list[torch.Tensor] = []
         self.kernel_params = [real(t) for t in self.locals]
+        # The gradients last checked (``p.grad`` objects), and as the update reads them.
+        self.checked_grads: list[torch.Tensor | None] = []
+        self.kernel_grads: list[torch.Tensor | None] = []
+        self.has_grad: list[bool] = []
 
     def follow(self) -> bool:
         """Follow parameters whose storage moved (ZeRO's bucket views, FSDP2, ``p.data = ...``

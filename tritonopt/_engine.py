@@ -255,9 +255,15 @@ class FlatOptimizer(Optimizer):
         """The bucket's gradients as the update reads them (None where a parameter has
         none), which parameters have one, and which start their state at this step."""
         grads = list(map(_GRAD, bucket.params))
-        has_grad = list(map(is_not, grads, repeat(None)))
-        _check_grads(bucket, grads, has_grad)
-        grads = _kernel_grads(bucket, grads, has_grad)
+        if len(grads) == len(bucket.checked_grads) and all(map(is_, grads, bucket.checked_grads)):
+            # The gradients of the last step, left in place (zero_grad(set_to_none=False)).
+            grads, has_grad = bucket.kernel_grads, bucket.has_grad
+        else:
+            has_grad = list(map(is_not, grads, repeat(None)))
+            _check_grads(bucket, grads, has_grad)
+            bucket.checked_grads = grads
+            grads = bucket.kernel_grads = _kernel_grads(bucket, grads, has_grad)
+            bucket.has_grad = has_grad
         keys = self._state_buffers(group)
         no_fresh = [False] * len(has_grad)
         if not (keys or self.counts_steps):

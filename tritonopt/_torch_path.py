@@ -25,6 +25,11 @@ _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 def _by_row(rows: Sequence[int], *columns: Sequence[torch.Tensor] | None):
     """``(row, [column[i] for i with rows[i] == row] for each column)`` per row in use;
     an absent (None) column stays None."""
+    if not rows:
+        return
+    if rows.count(rows[0]) == len(rows):  # the steady state: one row
+        yield rows[0], [None if column is None else list(column) for column in columns]
+        return
     members: dict[int, list[int]] = {}
     for index, row in enumerate(rows):
         members.setdefault(row, []).append(index)
@@ -103,8 +108,13 @@ def sgd_update(
     """
     whole_vectors = [numel % 16 == 0 for numel in map(torch.Tensor.numel, params)]
     for by_length, update in ((whole_vectors, _fused_sgd), ([not w for w in whole_vectors], _foreach_sgd)):
-        columns = [list(compress(column, by_length)) if column is not None else None for column in (params, grads, momentum_buffers)]
-        for row, buffers in _by_row(list(compress(rows, by_length)), *columns):
+        if not any(by_length):
+            continue
+        columns, chosen_rows = (params, grads, momentum_buffers), rows
+        if not all(by_length):
+            columns = [None if column is None else list(compress(column, by_length)) for column in columns]
+            chosen_rows = list(compress(rows, by_length))
+        for row, buffers in _by_row(chosen_rows, *columns):
             h = hyperparameters[row]
             if h.momentum == 0:
                 buffers[2] = None

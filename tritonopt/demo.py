@@ -15,9 +15,9 @@ Each run prints the learning rates, per-step losses and the largest parameter
 difference, and the median ``step()`` times; the demo exits nonzero unless every
 parameter matches torch's under ``torch.testing.assert_close``.
 
-On a GPU the compiled Triton kernels run. On CPU they run in Triton's
-interpreter when ``TRITON_INTERPRET=1`` is set before the import, otherwise
-torch's fused SGD/AdamW ops run over the same flat buffers.
+On a GPU the compiled Triton kernels run, one launch per step for every group.
+On CPU they run in Triton's interpreter when ``TRITON_INTERPRET=1`` is set before
+the import, otherwise torch's own ops update the same tensors.
 """
 
 import argparse
@@ -107,7 +107,7 @@ def describe_path(device: torch.device) -> str:
     if _backend.uses_triton(device):
         return "cpu: Triton kernels in the Triton interpreter (TRITON_INTERPRET=1)"
     return (
-        "cpu: torch's fused ops over tritonopt's flat buffers "
+        "cpu: torch's fused and foreach ops on the same tensors "
         "(set TRITON_INTERPRET=1 to run the Triton kernels in the interpreter)"
     )
 
@@ -138,13 +138,8 @@ def side_by_side(title, net, inputs, labels, optimizers, steps, before_step) -> 
         if line:
             print(line)
         losses = []
-        for name, model, opt, set_to_none in (
-            # set_to_none=False: tritonopt's grads stay in its flat buffer and
-            # backward accumulates into them, so no gradient is copied at step().
-            ("tritonopt", net, pair[0], False),
-            ("torch", reference_net, pair[1], True),
-        ):
-            opt.zero_grad(set_to_none=set_to_none)
+        for name, model, opt in (("tritonopt", net, pair[0]), ("torch", reference_net, pair[1])):
+            opt.zero_grad()  # the default, set_to_none=True: tritonopt reads the fresh gradients in place
             loss = nn.functional.cross_entropy(model(inputs), labels)
             loss.backward()
             if inputs.device.type == "cuda":

@@ -33,7 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cases", nargs="*", help="substrings of case names to keep (e.g. gpt2 10000x)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="keep only this dtype")
-    parser.add_argument("--repeats", type=int, help="timed steps per implementation (default 30, --quick 5)")
+    parser.add_argument("--repeats", type=int, help="timed steps per implementation (default 30, --quick 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (at least 2)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results/<device name>/)")
     parser.add_argument("--quick", action="store_true", help="smaller CPU sizes, fewer cases and repeats")
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("tritonopt.bench: --device cuda, but torch sees no CUDA device")
-    repeats = args.repeats or (5 if args.quick else 30)
+    repeats = args.repeats or (15 if args.quick else 30)
     cases = default_cases(device.type, args.quick, args.tiny)
     if args.cases:
         cases = [c for c in cases if any(part in c.name for part in args.cases)]

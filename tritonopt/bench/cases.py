@@ -67,12 +67,16 @@ class Sizes:
     groups: tuple[int, ...]  # one many-groups layout (and its one-group twin) per count
     tensors_per_group: int
     group_numel: int
+    # also ``small_tensors`` tensors of this many elements (a multiple of 16), or None:
+    # tritonopt's CPU path runs torch's fused op only over tensors of whole 16-element
+    # vectors, foreach ops over the others (1,000 and 100 are not multiples of 16)
+    small_numel_whole: int | None = None
 
 
 SIZES = {
     "cuda": Sizes(2**26, 10_000, 1_000, 1, (500,), 20, 1_000),
-    "cpu": Sizes(2**23, 10_000, 1_000, 4, (100, 500), 20, 100),
-    "cpu-quick": Sizes(2**21, 2_000, 1_000, 8, (100, 500), 20, 100),
+    "cpu": Sizes(2**23, 10_000, 1_000, 4, (100, 500), 20, 100, 1_008),
+    "cpu-quick": Sizes(2**21, 2_000, 1_000, 8, (100, 500), 20, 100, 1_008),
     "cuda-quick": Sizes(2**26, 10_000, 1_000, 1, (500,), 20, 1_000),
     # a plumbing check of the benchmark (bench/gpu_check.sh --dry-run), not a measurement
     "cpu-tiny": Sizes(2**10, 4, 100, 64, (2,), 2, 100),
@@ -125,6 +129,11 @@ def layouts(sizes: Sizes, optimizer: OptimizerEntry) -> dict[str, tuple[tuple[Sh
         )
         # the same parameters in one group: what the many-groups case is measured against
         result[f"1 group x{groups * sizes.tensors_per_group}x{sizes.group_numel}"] = ((sum(many, ()),), ({},))
+    if sizes.small_numel_whole:
+        result[f"{sizes.small_tensors}x{sizes.small_numel_whole}"] = (
+            (((sizes.small_numel_whole,),) * sizes.small_tensors,),
+            ({},),
+        )
     return result
 
 
@@ -141,6 +150,7 @@ def default_cases(device: str, quick: bool, tiny: bool = False) -> list[Case]:
     cases = []
     for optimizer in OPTIMIZERS.values():
         default_variant = next(iter(optimizer.variants))
+        new_grads_layouts = _new_grads_layouts(sizes, optimizer)
         for index, (layout, (groups, overrides)) in enumerate(layouts(sizes, optimizer).items()):
             if optimizer is ADAMW and not layout.startswith("gpt2"):
                 continue
@@ -151,14 +161,16 @@ def default_cases(device: str, quick: bool, tiny: bool = False) -> list[Case]:
                 all_variants = large and (dtype == torch.float32 or not quick)
                 for variant in optimizer.variants if all_variants else [default_variant]:
                     cases.append(Case(layout, groups, overrides, optimizer, variant, dtype))
-                    if dtype == torch.float32 and variant == default_variant and index in NEW_GRADS_LAYOUTS:
+                    if dtype == torch.float32 and variant == default_variant and layout in new_grads_layouts:
                         cases.append(replace(cases[-1], new_grads=True))
     return cases
 
 
-# Layouts (by position in ``layouts``) measured with new gradients every step too:
-# many small tensors (per-tensor costs) and the GPT-2 split (a real model's shapes).
-NEW_GRADS_LAYOUTS = (1, 2)
+def _new_grads_layouts(sizes: Sizes, optimizer: OptimizerEntry) -> list[str]:
+    """Layouts measured with new gradients every step too: many small tensors (per-tensor
+    costs, on both CPU branches) and the GPT-2 split (a real model's shapes)."""
+    names = list(layouts(sizes, optimizer))
+    return [names[1], names[2]] + ([names[-1]] if sizes.small_numel_whole else [])
 
 
 def with_new_grads(cases: list[Case]) -> list[Case]:

@@ -77,7 +77,9 @@ def summarize(cases: list[Case], rows: list[Row], copy_gb_per_s: float) -> dict[
     return result
 
 
-def _block(title: str, records: list[dict[str, Any]], label: Callable[[dict], str], cell: Callable[[dict], str]) -> list[str]:
+def _block(
+    title: str, records: list[dict[str, Any]], label: Callable[[dict], str], cell: Callable[[dict], str]
+) -> list[str]:
     """One line per label, one column per implementation."""
     if not records:
         return []

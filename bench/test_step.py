@@ -35,6 +35,7 @@ def test_step(benchmark, case, implementation):
         synchronize(DEVICE)
 
     benchmark.group = case.name
-    benchmark.pedantic(step, rounds=ROUNDS, iterations=1)
+    # a new_grads case sets its next gradients in setup, outside the timing
+    benchmark.pedantic(step, setup=instance.before_step, rounds=ROUNDS, iterations=1)
     benchmark.extra_info["minimal_bytes"] = case.minimal_bytes
     benchmark.extra_info["gb_per_s"] = case.minimal_bytes / benchmark.stats.stats.median / 1e9

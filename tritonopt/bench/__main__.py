@@ -1,6 +1,7 @@
 """``python -m tritonopt.bench``: time every step implementation on every case and report.
 
-Prints a table per case, and writes ``results.json`` and ``chart.png`` (and with
+Prints a table per case, then the summary (host us per parameter and per group,
+new gradients against gradients in place), and writes ``results.json`` and ``chart.png`` (and with
 ``--profile`` ``trace.json``) under ``--out`` (default
 ``bench/results/<device name>/``).
 """
@@ -19,8 +20,8 @@ import triton
 
 from tritonopt import _backend
 
-from . import plot, profile, report, timing
-from .cases import default_cases
+from . import plot, profile, report, summary, timing
+from .cases import default_cases, with_new_grads
 from .implementations import implementations, tritonopt_path
 from .run import run_case
 
@@ -32,7 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cases", nargs="*", help="substrings of case names to keep (e.g. gpt2 10000x)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="keep only this dtype")
-    parser.add_argument("--repeats", type=int, help="timed steps per implementation (default 30, --quick 5)")
+    parser.add_argument("--repeats", type=int, help="timed steps per implementation (default 30, --quick 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (at least 2)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results/<device name>/)")
     parser.add_argument("--quick", action="store_true", help="smaller CPU sizes, fewer cases and repeats")
@@ -40,6 +41,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compiling takes minutes)")
     parser.add_argument("--profile", action="store_true", help="also write a Chrome trace of a few steps")
     parser.add_argument("--interpreter", action="store_true", help="also time tritonopt under Triton's interpreter (CPU)")
+    parser.add_argument(
+        "--new-grads", action="store_true",
+        help="also measure every case with new gradient tensors each step (the default zero_grad() loop)",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,12 +78,14 @@ def main(argv: list[str]) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("tritonopt.bench: --device cuda, but torch sees no CUDA device")
-    repeats = args.repeats or (5 if args.quick else 30)
+    repeats = args.repeats or (15 if args.quick else 30)
     cases = default_cases(device.type, args.quick, args.tiny)
     if args.cases:
         cases = [c for c in cases if any(part in c.name for part in args.cases)]
     if args.dtype:
         cases = [c for c in cases if str(c.dtype) == f"torch.{args.dtype}"]
+    if args.new_grads:
+        cases = with_new_grads(cases)
     name = device_name(device)
     out = args.out or Path("bench/results") / folder_name(name)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,13 +122,16 @@ def main(argv: list[str]) -> None:
         print(report.table(case_rows), flush=True)
         rows += case_rows
         report.write_json(out / "results.json", metadata, rows)  # a run cut short keeps its cases
+    derived = summary.summarize(cases, rows, copy_gb_per_s)
     metadata["complete"] = True
+    metadata["summary"] = derived
     report.write_json(out / "results.json", metadata, rows)
     plot.write_chart(out / "chart.png", rows, copy_gb_per_s, f"{name}, torch {torch.__version__}: {command}")
     if args.profile:
         profile.write_trace(out / "trace.json", cases, chosen, device)
     print("\n" + "\n".join(header))
     print(report.table(rows))
+    print(summary.text(derived))
     print(f"\nwrote {out}/results.json, {out}/chart.png" + (f", {out}/trace.json" if args.profile else ""))
 
 

@@ -5,8 +5,12 @@ during one step; on CPU, the top-level ATen ops of one step (ops not called from
 another ATen op): one per kernel-like unit of work torch dispatches.
 
 Memory: ``steady`` is the bytes of the distinct storages behind the parameters,
-their gradients and the optimizer's state tensors after warm-up (a flat buffer
-counts once, padding included). ``peak`` is the most memory held while the
+their gradients and the optimizer's state tensors after warm-up. Parameters and
+gradients are the caller's own tensors for every implementation (tritonopt no
+longer copies them into flat buffers); tritonopt's state tensors are views of one
+flat buffer per (group, device, dtype, state key), which counts once, its
+alignment padding included. A ``new_grads`` case counts the gradient set the
+parameters hold, not the benchmark's pool. ``peak`` is the most memory held while the
 optimizer is built and takes its first two steps, counted from before the
 parameters were created: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the
 parameters' and gradients' bytes plus the highest running total of allocations

@@ -1,8 +1,9 @@
 """The step implementations compared side by side, each built on its own copy of a case.
 
 tritonopt runs the path its backend picks for the device (compiled Triton kernels
-on CUDA, torch's fused op over its flat buffers on CPU) and, only when asked, the
-Triton interpreter on CPU. torch runs its for-loop, foreach and fused
+on CUDA; on CPU torch's fused op, or foreach ops, over the parameters' own tensors,
+chosen with ``_backend.cpu_implementation("torch")``) and, only when asked, the
+Triton interpreter on CPU (``cpu_implementation("triton")``). torch runs its for-loop, foreach and fused
 implementations and a ``torch.compile``d ``step`` with tensor learning rates (so a
 new lr does not recompile).
 """
@@ -31,6 +32,8 @@ class Instance:
     optimizer: torch.optim.Optimizer
     step: Callable[[], Any]
     compile_s: float | None = None
+    # called before every step, outside its timing (a new_grads case sets the next gradients)
+    before_step: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,17 @@ class Implementation:
     unavailable: Callable[[Case, torch.device], str | None] = lambda case, device: None
 
 
-def _tritonopt(cpu_uses_triton: bool) -> Callable[[Case, list[dict[str, Any]]], Instance]:
+def _tritonopt(cpu_implementation: str) -> Callable[[Case, list[dict[str, Any]]], Instance]:
+    """``cpu_implementation``: what updates CPU tensors in this row's steps (``"torch"`` or
+    ``"triton"``, the interpreted kernels); CUDA tensors run the compiled kernels either way."""
+
     def build(case: Case, param_groups: list[dict[str, Any]]) -> Instance:
         optimizer = case.optimizer.tritonopt_class(param_groups, **case.hyperparameters)
 
         def step() -> None:
-            # The CPU path is a module flag read at each update: set it for this row.
-            _backend.CPU_USES_TRITON = cpu_uses_triton
-            optimizer.step()
+            # Inside the timed call: rows of both CPU implementations alternate within a repeat.
+            with _backend.cpu_implementation(cpu_implementation):
+                optimizer.step()
 
         return Instance(optimizer, step)
 
@@ -109,10 +115,10 @@ def _interpreter_unavailable(case: Case, device: torch.device) -> str | None:
 
 def implementations(interpreter: bool) -> list[Implementation]:
     """tritonopt's rows first, then torch's; the interpreter only when asked."""
-    rows = [Implementation("tritonopt", False, _tritonopt(cpu_uses_triton=False))]
+    rows = [Implementation("tritonopt", False, _tritonopt("torch"))]
     if interpreter:
         rows.append(
-            Implementation("tritonopt interpreter", False, _tritonopt(True), _interpreter_unavailable)
+            Implementation("tritonopt interpreter", False, _tritonopt("triton"), _interpreter_unavailable)
         )
     rows += [
         Implementation("torch for-loop", True, _torch(foreach=False)),
@@ -126,5 +132,8 @@ def implementations(interpreter: bool) -> list[Implementation]:
 def tritonopt_path(device: torch.device) -> str:
     """What the ``tritonopt`` row runs on ``device``."""
     if device.type == "cuda":
-        return "compiled Triton kernels"
-    return "torch's fused op over tritonopt's flat buffers (one pass per segment)"
+        return "compiled Triton kernels: one launch per (device, dtype, switches) over every group"
+    return (
+        "the torch path: torch's fused op per hyperparameter row over the parameters' own tensors "
+        "whose numel is a multiple of 16, foreach ops over the others (state in flat buffers)"
+    )

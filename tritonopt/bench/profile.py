@@ -29,6 +29,7 @@ def write_trace(path: Path, cases: list[Case], implementations: list[Implementat
                 name = f"{case.optimizer.name}/{implementation.name}/{case.name}"
                 for _ in range(STEPS):
                     nvtx = torch.cuda.nvtx.range(name) if device.type == "cuda" else contextlib.nullcontext()
+                    instance.before_step()
                     with nvtx, torch.profiler.record_function(name):
                         instance.step()
                 timing.synchronize(device)

@@ -1,21 +1,27 @@
 """Measure one case: every implementation on its own copies of the same data, timed in turn.
 
-After warm-up (the first step initialises state and, for tritonopt, moves the
-gradients into its flat buffer where a training loop's autograd keeps them),
-each repeat steps every implementation once, so drifting machine load touches
-them alike; an implementation steps its copies in rotation when one copy would
-stay in cache. Gradients are set once and never change: every step is a full
-update of the same cost.
+After warm-up (the first step initialises state: for tritonopt, its flat state
+buffers; parameters and gradients stay where they were made), each repeat steps
+every implementation once, so drifting machine load touches them alike; an
+implementation steps its copies in rotation when one copy would stay in cache.
+Gradients are set once and stay in place, so every step is a full update of the
+same cost; a ``new_grads`` case instead sets each copy's next gradient set
+before every step (outside the timing), rotating through the gradients the case
+was built with and a pool made before the memory window: peak memory counts one
+gradient set, as in the in-place case.
 """
 
 import gc
+import itertools
 import statistics
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import torch
 
 from . import counters, timing
-from .cases import Case, build_params
+from .cases import Case, build_params, grad_pool
 from .implementations import Implementation, Instance
 
 
@@ -42,20 +48,47 @@ class Row:
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
 
-def build_instance(case: Case, implementation: Implementation, device: torch.device, warmup: int) -> Instance:
-    instance = implementation.build(case, build_params(case, device))
+def build_instance(
+    case: Case,
+    implementation: Implementation,
+    device: torch.device,
+    warmup: int,
+    pool: list[list[torch.Tensor]] | None = None,
+) -> Instance:
+    """A built implementation after ``warmup`` steps; a ``new_grads`` case rotates its
+    own gradients and those of ``pool`` (made here when not given)."""
+    param_groups = build_params(case, device)
+    params = [p for group in param_groups for p in group["params"]]
+    instance = implementation.build(case, param_groups)
+    if case.new_grads:
+        instance.before_step = _rotating_grads(params, pool or grad_pool(case, device))
     for _ in range(warmup):
+        instance.before_step()
         instance.step()
     timing.synchronize(device)
     return instance
 
 
+def _rotating_grads(params: list[torch.Tensor], pool: list[list[torch.Tensor]]) -> Callable[[], None]:
+    """Set every ``p.grad`` to the next gradient set, starting with the first of ``pool``
+    after the parameters' own: the addresses change every step."""
+    sets = [[p.grad for p in params], *pool]
+    turn = itertools.count(1)
+
+    def before_step() -> None:
+        for param, grad in zip(params, sets[next(turn) % len(sets)]):
+            param.grad = grad
+
+    return before_step
+
+
 def _build_measured(
     case: Case, implementation: Implementation, device: torch.device, warmup: int
 ) -> tuple[Instance, int | None]:
+    pool = grad_pool(case, device) if case.new_grads else None
     if implementation.name == "torch.compile" and device.type != "cuda":
-        return build_instance(case, implementation, device, warmup), None  # compiling allocates: not counted
-    return counters.measure_peak(lambda: build_instance(case, implementation, device, warmup), device)
+        return build_instance(case, implementation, device, warmup, pool), None  # compiling allocates: not counted
+    return counters.measure_peak(lambda: build_instance(case, implementation, device, warmup, pool), device)
 
 
 def run_case(
@@ -86,6 +119,7 @@ def run_case(
         row.compile_s = first.compile_s
         row.peak_mb = None if peak is None else peak / 2**20
         row.steady_mb = counters.steady_bytes(first.optimizer) / 2**20
+        first.before_step()
         row.launches = counters.launches_per_step(first.step, device)
 
     host: dict[str, list[float]] = {name: [] for name in instances}
@@ -97,7 +131,9 @@ def run_case(
     try:
         for repeat in range(repeats):
             for name, built in instances.items():
-                seconds, host_seconds = timing.time_step(built[repeat % len(built)].step, device)
+                instance = built[repeat % len(built)]
+                instance.before_step()
+                seconds, host_seconds = timing.time_step(instance.step, device)
                 by_name[name].samples_ms.append(seconds * 1e3)
                 host[name].append(host_seconds)
     finally:

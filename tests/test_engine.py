@@ -146,9 +146,13 @@ def test_a_gradient_set_in_another_layout_is_read_in_its_parameters(cpu_path):
     theirs = torch.nn.Parameter(ours.detach().clone())
     optimizer = tritonopt.SGD([ours], lr=0.1, momentum=0.9)
     reference = torch.optim.SGD([theirs], lr=0.1, momentum=0.9)
-    for step in range(2):
-        ours.grad = torch.randn(7, 6)  # contiguous, unlike the transposed parameter
-        theirs.grad = ours.grad.clone()
+    ours.grad = torch.randn(7, 6)  # contiguous, unlike the transposed parameter
+    theirs.grad = ours.grad.clone()
+    for step in range(3):
+        if step:  # as autograd accumulates into an existing .grad: the same tensor, new values
+            more = torch.randn(7, 6)
+            ours.grad.add_(more)
+            theirs.grad.add_(more)
         optimizer.step()
         reference.step()
         assert_optimizers_match(reference, optimizer, f"step {step}")

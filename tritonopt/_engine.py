@@ -261,8 +261,11 @@ class FlatOptimizer(Optimizer):
         else:
             has_grad = list(map(is_not, grads, repeat(None)))
             _check_grads(bucket, grads, has_grad)
-            bucket.checked_grads = grads
-            grads = bucket.kernel_grads = _kernel_grads(bucket, grads, has_grad)
+            kernel_grads = _kernel_grads(bucket, grads, has_grad)
+            # Only gradients read as they are can be trusted by identity next step: a copy
+            # or view would miss autograd accumulating into, or re-pointing, the original.
+            bucket.checked_grads = grads if kernel_grads is grads else []
+            grads = bucket.kernel_grads = kernel_grads
             bucket.has_grad = has_grad
         keys = self._state_buffers(group)
         no_fresh = [False] * len(has_grad)

@@ -11,7 +11,7 @@ computes them in fp32 and rounds once.
 """
 
 from collections.abc import Sequence
-from itertools import compress
+from itertools import compress, groupby
 
 import torch
 from torch.optim.adam import _single_tensor_adam
@@ -23,18 +23,13 @@ _ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
 
 def _by_row(rows: Sequence[int], *columns: Sequence[torch.Tensor] | None):
-    """``(row, [column[i] for i with rows[i] == row] for each column)`` per row in use;
-    an absent (None) column stays None."""
-    if not rows:
-        return
-    if rows.count(rows[0]) == len(rows):  # the steady state: one row
-        yield rows[0], [None if column is None else list(column) for column in columns]
-        return
-    members: dict[int, list[int]] = {}
-    for index, row in enumerate(rows):
-        members.setdefault(row, []).append(index)
-    for row, indices in members.items():
-        yield row, [None if column is None else [column[i] for i in indices] for column in columns]
+    """``(row, that run's slice of each column)`` per run of tensors sharing a row (the
+    engine appends a group's tensors together); an absent (None) column stays None."""
+    start = 0
+    for row, run in groupby(rows):
+        stop = start + len(list(run))
+        yield row, [None if column is None else list(column[start:stop]) for column in columns]
+        start = stop
 
 
 def _in_fp32(update, buffers: list[list[torch.Tensor] | None], write_back: tuple[bool, ...]) -> None:

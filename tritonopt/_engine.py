@@ -144,11 +144,10 @@ class FlatOptimizer(Optimizer):
                         f"{type(self).__name__} does not support differentiable=True: "
                         "its update runs in a kernel outside autograd"
                     )
-                group_prepared = [
+                prepared += [
                     (group, bucket, *self._prepare_bucket(group, bucket, entries))
                     for bucket in self._group_buckets(index)
                 ]
-                prepared += group_prepared
         finally:
             # torch updates group by group: when a group raises, the groups before it
             # have taken their step. So do they here, in one launch.

@@ -1,7 +1,9 @@
 """tritonopt.testing catches real bugs in any torch.optim-style optimizer, with a runnable reproduction.
 
-Each planted bug is one overridden method of ``ReadableSGD``, torch.optim.SGD's
-update written out per parameter in torch's op order (which itself must pass).
+Each planted algorithm bug is one overridden method of ``ReadableSGD``, torch.optim.SGD's
+update written out per parameter in torch's op order (which itself must pass). Each
+planted kernel bug (``PartialUpdate``) is torch's SGD that leaves the elements a wrong
+launch grid or a wrong mask would miss as they were.
 """
 
 import math
@@ -12,15 +14,18 @@ import pytest
 import torch
 from hypothesis import find
 
+from tritonopt.kernels._blocks import VECTOR
+from tritonopt.kernels._launch import launch_config
 from tritonopt.testing import (
     ADAM_HYPERPARAMETERS,
     ADAMW_HYPERPARAMETERS,
     SGD_HYPERPARAMETERS,
     ParamSpec,
     assert_parity,
+    param_specs,
     parity_machine,
 )
-from tritonopt.testing.tensors import gradient_poison
+from tritonopt.testing.tensors import BLOCK_BOUNDARIES, BOUNDARY_SIZES, LARGE_SIZES, VECTOR_ELEMENTS, gradient_poison
 
 # The derandomized ci profile reaches every bug below within 5 histories; the
 # margin covers draws shifting as other test modules are imported. A caught
@@ -104,6 +109,90 @@ class NesterovBufferAlone(ReadableSGD):
 class LosesMaximize(ReadableSGD):
     def _signed(self, group, grad):
         return grad
+
+
+BLOCK = launch_config(torch.device("cpu"), 1).block_size
+
+
+class PartialUpdate(torch.optim.SGD):
+    """torch.optim.SGD, then every element outside ``updated(numel)`` put back as it was
+    (in the parameter's element order), as a kernel that misses those elements leaves them."""
+
+    @staticmethod
+    def updated(numel: int) -> slice:
+        return slice(0, numel)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        before = [(p, p.detach().clone()) for group in self.param_groups for p in group["params"]]
+        loss = super().step(closure)
+        for p, old in before:
+            updated = self.updated(p.numel())
+            restored = old.reshape(-1).clone()
+            restored[updated] = p.detach().reshape(-1)[updated]
+            p.copy_(restored.view(p.shape))
+        return loss
+
+
+class FirstBlockOnly(PartialUpdate):
+    """A launch grid of one program per tensor: only the first block is updated."""
+
+    @staticmethod
+    def updated(numel):
+        return slice(0, BLOCK)
+
+
+class TailOnly(PartialUpdate):
+    """Only the masked tail path ran: the elements after the last whole vector."""
+
+    @staticmethod
+    def updated(numel):
+        return slice(numel - numel % VECTOR, numel)
+
+
+class BodyOnly(PartialUpdate):
+    """Only the whole-vector path ran: the last partial vector is missed."""
+
+    @staticmethod
+    def updated(numel):
+        return slice(0, numel - numel % VECTOR)
+
+
+class LastPartialBlockMissed(PartialUpdate):
+    """A grid of ``numel // BLOCK`` programs instead of ``cdiv(numel, BLOCK)``."""
+
+    @staticmethod
+    def updated(numel):
+        return slice(0, numel - numel % BLOCK)
+
+
+KERNEL_BUGS = [FirstBlockOnly, TailOnly, BodyOnly, LastPartialBlockMissed]
+
+
+def test_strategies_know_the_kernels_boundaries():
+    assert BLOCK in BLOCK_BOUNDARIES and VECTOR == VECTOR_ELEMENTS
+    assert {BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 1} <= set(BOUNDARY_SIZES)
+    assert min(LARGE_SIZES) >= 2**16 and all(size % BLOCK and size % VECTOR for size in LARGE_SIZES)
+    find(param_specs(), lambda spec: spec.shape == (BLOCK + 1,) and spec.layout == "strided")
+    find(param_specs(), lambda spec: spec.shape[0] in LARGE_SIZES if spec.shape else False)
+
+
+def test_partial_update_without_a_bug_matches_torch():
+    assert_parity(PartialUpdate, torch.optim.SGD, max_examples=10)
+
+
+@pytest.mark.parametrize("bug", KERNEL_BUGS)
+def test_planted_kernel_bug_is_caught_with_defaults(bug):
+    """With the loaded profile's settings (ci: 25 histories of 25 steps), a shrunk reproduction."""
+    with pytest.raises(AssertionError) as failure:
+        assert_parity(bug, torch.optim.SGD)
+    message = str(failure.value)
+    print(message)
+    assert f"test_testing.{bug.__name__} diverged from torch.optim.SGD" in message
+    program = message.split("(runs as a script):\n\n", 1)[1]
+    assert program.rstrip().endswith("state.teardown()")
+    with pytest.raises(AssertionError):
+        exec(program, {})
 
 
 def test_torch_sgd_matches_itself():

@@ -62,13 +62,44 @@ def gradient_poison(nonfinite: bool) -> st.SearchStrategy[float | None]:
     return st.none() | st.sampled_from(NONFINITE) if nonfinite else st.none()
 
 
-@st.composite
-def param_specs(draw, dtypes=FLOAT_DTYPES) -> ParamSpec:
-    """Shapes from 0-dim to 4-D (empty included) in every layout they allow."""
+# Sizes where a kernel's blocks and 16-element vectors begin and end: each power-of-two
+# block size a launch may use (1,024 on CPU, larger on GPUs) with one element either side
+# (4,096: a few), and odd tails after whole vectors and whole blocks.
+BLOCK_BOUNDARIES = (1024, 2048, 4096)
+VECTOR_ELEMENTS = 16
+BOUNDARY_SIZES = (
+    (17, 31, 33, 47)
+    + tuple(size for block in BLOCK_BOUNDARIES[:2] for size in (block - 1, block, block + 1))
+    + tuple(range(4096 - 3, 4096 + 4))
+    + (1024 + 15, 2048 + 17, 4096 + 31, 3 * 1024 + 7)
+)
+# One large parameter now and then: at least 2**16 elements, with a partial vector and block.
+LARGE_SIZES = (2**16 + 1, 2**16 + 1024 + 15)
+
+
+def _small_shape(draw) -> tuple[int, ...]:
     ndim = draw(st.integers(0, 4))
     shape = tuple(draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
     if ndim and draw(st.integers(0, 9)) == 0:
         shape = shape[:-1] + (0,)
+    return shape
+
+
+@st.composite
+def param_specs(draw, dtypes=FLOAT_DTYPES) -> ParamSpec:
+    """Shapes from 0-dim to 4-D (empty included) in every layout they allow; about one in
+    four is a 1-D parameter of a block or vector boundary size (``BOUNDARY_SIZES``), and
+    about one in a hundred a large one (``LARGE_SIZES``, at least 2**16 elements)."""
+    # Shrinks toward 0: small shapes. The large size is a value in the middle of the range,
+    # which Hypothesis draws no more often than any other (it favours the bounds).
+    roll = draw(st.integers(0, 99))
+    if roll == 50:
+        shape = (draw(st.sampled_from(LARGE_SIZES)),)
+    elif roll >= 75:
+        shape = (draw(st.sampled_from(BOUNDARY_SIZES)),)
+    else:
+        shape = _small_shape(draw)
+    ndim = len(shape)
     layouts = ["contiguous"]
     if ndim >= 2:
         layouts.append("transposed")

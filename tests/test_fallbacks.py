@@ -119,6 +119,30 @@ def test_sparse_sgd_state_dict_interchanges_with_torch(cpu_path):
         assert_optimizers_match(target, source, f"after loading into torch, step {step}")
 
 
+def test_sparse_sgd_with_grad_scaler_like_torch(cpu_path):
+    """GradScaler unscales the sparse gradient for torch's path and skips an inf step."""
+    torch.manual_seed(6)
+    reference_model = _SparseModel()
+    model = copy.deepcopy(reference_model)
+    reference = torch.optim.SGD(reference_model.parameters(), lr=0.1, momentum=0.9)
+    optimizer = tritonopt.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in range(2)]
+    generator = torch.Generator().manual_seed(7)
+    for step in range(4):
+        indices = torch.randint(0, 12, (6,), generator=generator)
+        weights = torch.randn(6, 3, generator=generator)
+        if step == 2:
+            weights[0, 0] = float("inf")
+        for m, opt, scaler in ((reference_model, reference, scalers[0]), (model, optimizer, scalers[1])):
+            opt.zero_grad()
+            scaler.scale(m(indices, weights)).backward()
+            scaler.step(opt)
+            scaler.update()
+        assert_optimizers_match(reference, optimizer, f"step {step}")
+        assert scalers[1].get_scale() == scalers[0].get_scale()
+    assert scalers[1].get_scale() == 512.0, "the inf step was seen"
+
+
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 def test_sparse_gradients_raise_torchs_adam_error(cpu_path, name):
     """torch's message; a group before the failing one has taken its step, as in torch."""

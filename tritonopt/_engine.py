@@ -288,9 +288,9 @@ class FlatOptimizer(Optimizer):
             # The gradients of the last step, left in place (zero_grad(set_to_none=False)).
             grads, has_grad, sparse = bucket.kernel_grads, bucket.has_grad, bucket.sparse
         else:
-            bucket.checked_grads = grads
             has_grad = list(map(is_not, grads, repeat(None)))
             sparse_indices = _check_grads(bucket, grads, has_grad)
+            bucket.checked_grads = grads
             sparse = bucket.sparse = [bucket.params[i] for i in sparse_indices]
             if sparse_indices:
                 grads = list(grads)

@@ -140,6 +140,23 @@ def test_a_gradient_set_in_another_layout_is_read_in_its_parameters(cpu_path):
         assert_optimizers_match(reference, optimizer, f"step {step}")
 
 
+def test_a_gradient_read_through_a_copy_is_copied_again_after_accumulating_in_place(cpu_path):
+    """Autograd accumulates into the same ``.grad`` object: a (1, 2) parameter with
+    strides (1, 1) gets contiguous gradients, read through a copy that must not be reused."""
+    start = torch.randn(2, 1, generator=torch.Generator().manual_seed(5)).t()
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    assert ours.stride() == (1, 1)
+    optimizer = tritonopt.SGD([ours], lr=0.5, momentum=0.9)
+    reference = torch.optim.SGD([theirs], lr=0.5, momentum=0.9)
+    generator = torch.Generator().manual_seed(6)
+    for step in range(3):
+        x = torch.randn(1, 2, generator=generator)
+        for p, opt in ((ours, optimizer), (theirs, reference)):
+            (p * x).sum().backward()  # accumulated: no zero_grad between steps
+            opt.step()
+        assert_optimizers_match(reference, optimizer, f"step {step}")
+
+
 # --- launches -------------------------------------------------------------------------
 def test_one_launch_per_device_dtype_and_switches_for_every_group(cpu_path, launches):
     """Groups that differ only in values (lr, momentum, weight decay on or off) share a launch;

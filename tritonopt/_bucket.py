@@ -83,6 +83,7 @@ class Bucket:
         self.kernel_grads: list[torch.Tensor | None] = []
         self.has_grad: list[bool] = []
         self.sparse: list[torch.Tensor] = []  # parameters whose last checked gradient is sparse
+        self.grad_copies = False  # whether some of ``kernel_grads`` are copies (another layout)
 
     def follow(self) -> bool:
         """Follow parameters whose storage moved (ZeRO's bucket views, FSDP2, ``p.data = ...``

@@ -284,8 +284,13 @@ class FlatOptimizer(Optimizer):
         start their state at this step, and the parameters whose gradient is sparse
         (torch's path steps them)."""
         grads = list(map(_GRAD, bucket.params))
-        if len(grads) == len(bucket.checked_grads) and all(map(is_, grads, bucket.checked_grads)):
+        if (
+            not bucket.grad_copies
+            and len(grads) == len(bucket.checked_grads)
+            and all(map(is_, grads, bucket.checked_grads))
+        ):
             # The gradients of the last step, left in place (zero_grad(set_to_none=False)).
+            # Not when some are read through copies: their values may have changed since.
             grads, has_grad, sparse = bucket.kernel_grads, bucket.has_grad, bucket.sparse
         else:
             has_grad = list(map(is_not, grads, repeat(None)))
@@ -485,13 +490,16 @@ def _kernel_grads(
     """
     if not bucket.distributed and not bucket.dtype.is_complex:
         if list(map(torch.Tensor.stride, compress(grads, has_grad))) == list(compress(bucket.strides, has_grad)):
+            bucket.grad_copies = False
             return grads
     kernel_grads: list[torch.Tensor | None] = []
+    bucket.grad_copies = False
     for grad, param_local, stride in zip(grads, bucket.locals, bucket.strides):
         if grad is not None:
             grad = local(grad)
             if grad.stride() != stride and grad.numel() > 1:
                 grad = torch.empty_like(param_local).copy_(grad)
+                bucket.grad_copies = True
             grad = real(grad)
         kernel_grads.append(grad)
     return kernel_grads

@@ -96,8 +96,6 @@ def test_bad_hyperparameters_raise_like_torch(name, kwargs, error, message):
 def test_what_tritonopt_cannot_do_is_rejected_clearly(name):
     with pytest.raises(ValueError, match="capturable"):
         getattr(tritonopt, name)([nn.Parameter(torch.randn(3))], capturable=True)
-    with pytest.raises(RuntimeError, match="differentiable"):
-        getattr(tritonopt, name)([nn.Parameter(torch.randn(3))], differentiable=True)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -74,28 +74,14 @@ def test_bad_params_raise_like_torch(make_params, error, message):
 
 def test_what_tritonopt_rejects_beyond_torch_is_rejected_clearly():
     p = torch.nn.Parameter(torch.randn(3))
-    with pytest.raises(ValueError, match="appears twice in one parameter group"):
-        tritonopt.SGD([p, p], lr=0.1)
     with pytest.raises(TypeError, match="only floating-point and complex"):
         tritonopt.SGD([torch.arange(3)], lr=0.1)
-    with pytest.raises(RuntimeError, match="differentiable=True"):
-        tritonopt.SGD([p], lr=0.1, differentiable=True)
     optimizer = tritonopt.SGD([p], lr=0.1)
     before = p.detach().clone()
-    with pytest.raises(ValueError, match="appears twice"):
-        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))] * 2})
+    with pytest.raises(TypeError, match="only floating-point and complex"):
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.randn(2)), torch.arange(2)]})
     assert len(optimizer.param_groups) == 1, "a rejected group must not be half-added"
     assert torch.equal(p.detach(), before)
-
-
-def test_sparse_gradients_are_rejected_at_step(cpu_path):
-    embedding = torch.nn.Embedding(10, 3, sparse=True)
-    optimizer = tritonopt.SGD(embedding.parameters(), lr=0.1)
-    embedding(torch.tensor([1, 2])).sum().backward()
-    before = embedding.weight.detach().clone()
-    with pytest.raises(RuntimeError, match="sparse gradients"):
-        optimizer.step()
-    assert torch.equal(embedding.weight.detach(), before)
 
 
 def test_complex_parameters_match_torch(cpu_path):
@@ -155,6 +141,23 @@ def test_a_gradient_set_in_another_layout_is_read_in_its_parameters(cpu_path):
             theirs.grad.add_(more)
         optimizer.step()
         reference.step()
+        assert_optimizers_match(reference, optimizer, f"step {step}")
+
+
+def test_a_gradient_read_through_a_copy_is_copied_again_after_accumulating_in_place(cpu_path):
+    """Autograd accumulates into the same ``.grad`` object: a (1, 2) parameter with
+    strides (1, 1) gets contiguous gradients, read through a copy that must not be reused."""
+    start = torch.randn(2, 1, generator=torch.Generator().manual_seed(5)).t()
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    assert ours.stride() == (1, 1)
+    optimizer = tritonopt.SGD([ours], lr=0.5, momentum=0.9)
+    reference = torch.optim.SGD([theirs], lr=0.5, momentum=0.9)
+    generator = torch.Generator().manual_seed(6)
+    for step in range(3):
+        x = torch.randn(1, 2, generator=generator)
+        for p, opt in ((ours, optimizer), (theirs, reference)):
+            (p * x).sum().backward()  # accumulated: no zero_grad between steps
+            opt.step()
         assert_optimizers_match(reference, optimizer, f"step {step}")
 
 
@@ -357,8 +360,9 @@ def test_a_gradient_of_another_shape_raises_instead_of_broadcasting(cpu_path, ne
     p.grad = torch.randn(3)
     optimizer.step()
     p.data = torch.randn(new_shape)  # the old (3,) gradient would broadcast over the new shape
-    with pytest.raises(RuntimeError, match=rf"gradient of shape \(3,\).*parameter of shape {re.escape(str(new_shape))}"):
-        optimizer.step()
+    for attempt in range(2):  # a gradient that raised is checked again, not remembered as checked
+        with pytest.raises(RuntimeError, match=rf"gradient of shape \(3,\).*parameter of shape {re.escape(str(new_shape))}"):
+            optimizer.step()
 
 
 def test_a_transposed_parameter_data_is_noticed(cpu_path):

@@ -82,6 +82,7 @@ class Bucket:
         self.checked_grads: list[torch.Tensor | None] = []
         self.kernel_grads: list[torch.Tensor | None] = []
         self.has_grad: list[bool] = []
+        self.sparse: list[torch.Tensor] = []  # parameters whose last checked gradient is sparse
 
     def follow(self) -> bool:
         """Follow parameters whose storage moved (ZeRO's bucket views, FSDP2, ``p.data = ...``

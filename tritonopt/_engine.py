@@ -26,7 +26,7 @@ from torch.autograd.profiler import record_function
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
-from . import _backend
+from . import _backend, _fallback
 from ._bucket import Bucket, is_dense, local, real
 from .kernels._blocks import BlockTable
 
@@ -60,6 +60,9 @@ class FlatOptimizer(Optimizer):
     """Every per-element state key the optimizer keeps, in the update's argument order."""
     counts_steps: ClassVar[bool] = False
     """Whether ``state[p]['step']`` counts each parameter's steps."""
+    torch_step: ClassVar[Callable[..., None]]
+    """torch's own step for some parameters of a group, ``(optimizer, group, params)``
+    (``_fallback``): what the launch cannot do (differentiable, sparse, other devices)."""
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The keys of ``state_buffer_keys`` a step of ``group`` reads and writes."""
@@ -78,6 +81,10 @@ class FlatOptimizer(Optimizer):
         said) and take step number ``step`` (None unless ``counts_steps``)."""
         raise NotImplementedError
 
+    def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
+        """torch's ``fused=True`` device and dtype check, where and when torch makes it."""
+        raise NotImplementedError
+
     # --- torch.optim.Optimizer API ----------------------------------------------
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._reset_buckets()
@@ -89,11 +96,13 @@ class FlatOptimizer(Optimizer):
     def _reset_buckets(self) -> None:
         self._buckets: list[list[Bucket] | None] = []
         self._group_params: list[list[torch.Tensor]] = []
+        self._torch_params: list[list[torch.Tensor]] = []
         self._tables: dict[tuple, BlockTable] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        params = self.param_groups[-1]["params"]
+        group = self.param_groups[-1]
+        params = [] if group.get("differentiable") else _fallback.split(group)[0]
         try:
             _check_params(params)
         except (TypeError, ValueError):
@@ -139,19 +148,28 @@ class FlatOptimizer(Optimizer):
         prepared = []
         try:
             for index, group in enumerate(self.param_groups):
-                if group.get("differentiable", False):
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support differentiable=True: "
-                        "its update runs in a kernel outside autograd"
-                    )
-                prepared += [
-                    (group, bucket, *self._prepare_bucket(group, bucket, entries))
-                    for bucket in self._group_buckets(index)
-                ]
+                if group.get("fused"):
+                    self._check_fused(group, entries)
+                buckets = self._group_buckets(index)
+                torch_params = list(self._torch_params[index])
+                group_prepared = []
+                for bucket in buckets:
+                    grads, has_grad, fresh, sparse = self._prepare_bucket(group, bucket, entries)
+                    group_prepared.append((group, bucket, grads, has_grad, fresh))
+                    torch_params += sparse
+                if torch_params:
+                    self._torch_update(group, torch_params)
+                prepared += group_prepared
         finally:
             # torch updates group by group: when a group raises, the groups before it
             # have taken their step. So do they here, in one launch.
             self._launch(prepared)
+
+    def _torch_update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """torch's own step for ``params`` of ``group``, with autograd on as torch's
+        ``step`` has it (``differentiable`` in the defaults)."""
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            type(self).torch_step(self, group, params)
 
     def _launch(self, prepared: list[tuple]) -> None:
         grad_scale = getattr(self, "grad_scale", None)
@@ -168,10 +186,18 @@ class FlatOptimizer(Optimizer):
 
     def _group_buckets(self, index: int) -> list[Bucket]:
         """The buckets of group ``index``, rebuilt (state carried over) if its parameters
-        changed: another list, or a parameter's dtype, device or layout."""
+        changed: another list, or a parameter's dtype, device or layout. The group's
+        parameters that torch's path updates are ``self._torch_params[index]``."""
         self._buckets.extend([None] * (len(self.param_groups) - len(self._buckets)))
         self._group_params.extend([[]] * (len(self.param_groups) - len(self._group_params)))
-        params = self.param_groups[index]["params"]
+        self._torch_params.extend([[]] * (len(self.param_groups) - len(self._torch_params)))
+        group = self.param_groups[index]
+        params = group["params"]
+        if group.get("differentiable"):
+            # A per-step switch: nothing is cached, so switching it off rebuilds the
+            # buckets and adopts the state torch's path kept.
+            self._buckets[index], self._torch_params[index] = None, list(params)
+            return []
         buckets = self._buckets[index]
         known = self._group_params[index]
         if (
@@ -181,9 +207,10 @@ class FlatOptimizer(Optimizer):
             and all(bucket.follow() for bucket in buckets)
         ):
             return buckets
-        _check_params(params)
+        kernel_params, torch_params = _fallback.split(group)
+        _check_params(kernel_params)
         by_device_dtype: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for p in params:
+        for p in kernel_params:
             by_device_dtype.setdefault((p.device, p.dtype), []).append(p)
         entries = self._state_entries()
         buckets = [Bucket(bucket_params) for bucket_params in by_device_dtype.values()]
@@ -191,6 +218,7 @@ class FlatOptimizer(Optimizer):
             self._adopt_state(bucket, entries)
         self._buckets[index] = buckets
         self._group_params[index] = list(params)
+        self._torch_params[index] = torch_params
         return buckets
 
     def _state_entries(self) -> dict[int, dict[str, Any]]:
@@ -250,30 +278,38 @@ class FlatOptimizer(Optimizer):
 
     def _prepare_bucket(
         self, group: dict[str, Any], bucket: Bucket, entries: dict[int, dict[str, Any]]
-    ) -> tuple[list[torch.Tensor | None], list[bool], list[bool]]:
+    ) -> tuple[list[torch.Tensor | None], list[bool], list[bool], list[torch.Tensor]]:
         """The bucket's gradients as the update reads them (None where a parameter has
-        none), which parameters have one, and which start their state at this step."""
+        none), which parameters the launch updates (those with a dense gradient), which
+        start their state at this step, and the parameters whose gradient is sparse
+        (torch's path steps them)."""
         grads = list(map(_GRAD, bucket.params))
         if len(grads) == len(bucket.checked_grads) and all(map(is_, grads, bucket.checked_grads)):
             # The gradients of the last step, left in place (zero_grad(set_to_none=False)).
-            grads, has_grad = bucket.kernel_grads, bucket.has_grad
+            grads, has_grad, sparse = bucket.kernel_grads, bucket.has_grad, bucket.sparse
         else:
             has_grad = list(map(is_not, grads, repeat(None)))
-            _check_grads(bucket, grads, has_grad)
-            kernel_grads = _kernel_grads(bucket, grads, has_grad)
+            sparse_indices = _check_grads(bucket, grads, has_grad)
+            sparse = bucket.sparse = [bucket.params[i] for i in sparse_indices]
+            dense = grads
+            if sparse_indices:
+                dense = list(grads)
+                for i in sparse_indices:
+                    dense[i], has_grad[i] = None, False
+            kernel_grads = _kernel_grads(bucket, dense, has_grad)
             # Only gradients read as they are can be trusted by identity next step: a copy
             # or view would miss autograd accumulating into, or re-pointing, the original.
-            bucket.checked_grads = grads if kernel_grads is grads else []
+            bucket.checked_grads = grads if kernel_grads is dense else []
             grads = bucket.kernel_grads = kernel_grads
             bucket.has_grad = has_grad
         keys = self._state_buffers(group)
         no_fresh = [False] * len(has_grad)
         if not (keys or self.counts_steps):
-            return grads, has_grad, no_fresh
+            return grads, has_grad, no_fresh, sparse
         param_entries = list(map(entries.get, map(id, bucket.params)))
         step_keys = keys + ("step",) if self.counts_steps else keys
         if _state_in_place(bucket, step_keys, has_grad, param_entries):
-            return grads, has_grad, no_fresh
+            return grads, has_grad, no_fresh, sparse
         fresh = []
         for index, (p, grad, entry) in enumerate(zip(bucket.params, has_grad, param_entries)):
             if not grad:
@@ -294,7 +330,7 @@ class FlatOptimizer(Optimizer):
                     raise KeyError(missing[0])  # torch's state lookup raises the same
                 self._adopt_entry(bucket, index, p, entry, list(step_keys))
             fresh.append(is_fresh)
-        return grads, has_grad, fresh
+        return grads, has_grad, fresh, sparse
 
     def _add_to_launch(
         self,
@@ -401,7 +437,6 @@ def _views(bucket: Bucket, key: str) -> list[torch.Tensor]:
 
 def _check_params(params: list[torch.Tensor]) -> None:
     """Reject what tritonopt cannot update, before anything is moved."""
-    seen: set[int] = set()
     meshes = {p.device_mesh for p in params if isinstance(p, DTensor)}
     if len(meshes) > 1:
         raise ValueError(
@@ -416,16 +451,11 @@ def _check_params(params: list[torch.Tensor]) -> None:
             )
         if not p.is_leaf:
             raise ValueError("can't optimize a non-leaf Tensor")
-        if id(p) in seen:
-            raise ValueError(
-                f"parameter {index} appears twice in one parameter group; "
-                "list each parameter once"
-            )
-        seen.add(id(p))
 
 
-def _check_grads(bucket: Bucket, grads: list[torch.Tensor | None], has_grad: list[bool]) -> None:
-    """Gradients the update can read: dense, of their parameter's shape, dtype and device."""
+def _check_grads(bucket: Bucket, grads: list[torch.Tensor | None], has_grad: list[bool]) -> list[int]:
+    """Gradients the update can read: of their parameter's shape, dtype and device.
+    Returns the indices of sparse gradients (torch's path steps those parameters)."""
     present = list(compress(grads, has_grad))
     if (
         list(map(attrgetter("shape"), present)) == list(compress(bucket.shapes, has_grad))
@@ -433,20 +463,20 @@ def _check_grads(bucket: Bucket, grads: list[torch.Tensor | None], has_grad: lis
         and all(map(torch.device.__eq__, map(attrgetter("device"), present), repeat(bucket.device)))
         and not any(map(attrgetter("is_sparse"), present))
     ):
-        return
-    for p, grad in zip(bucket.params, grads):
+        return []
+    sparse = []
+    for index, (p, grad) in enumerate(zip(bucket.params, grads)):
         if grad is None:
             continue
         if grad.is_sparse:
-            raise RuntimeError(
-                "tritonopt does not support sparse gradients; use torch.optim.SGD for "
-                "parameters with sparse gradients (e.g. nn.Embedding(sparse=True))"
-            )
+            sparse.append(index)
+            continue
         if grad.shape != p.shape or grad.dtype != p.dtype or grad.device != p.device:
             raise RuntimeError(
                 f"gradient of shape {tuple(grad.shape)}, {grad.dtype} on {grad.device} does not "
                 f"match its parameter of shape {tuple(p.shape)}, {p.dtype} on {p.device}"
             )
+    return sparse
 
 
 def _kernel_grads(

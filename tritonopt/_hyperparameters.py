@@ -18,13 +18,10 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"Invalid {name} value: {value}")
 
 
-def check_paths(optimizer: str, *, foreach: bool | None, fused: bool | None, differentiable: bool) -> None:
-    """``foreach`` and ``fused`` are recorded for compatibility; a kernel cannot be differentiable."""
-    if differentiable:
-        raise RuntimeError(
-            f"tritonopt.{optimizer} does not support differentiable=True: "
-            "its update runs in a kernel outside autograd"
-        )
-    if fused and foreach:
-        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-
+def check_paths(*, foreach: bool | None, fused: bool | None, differentiable: bool) -> None:
+    """torch's checks of ``fused`` against ``differentiable`` and ``foreach``, in its order."""
+    if fused:
+        if differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")

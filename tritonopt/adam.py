@@ -4,7 +4,9 @@ from typing import Any
 
 import torch
 
-from . import _torch_path
+from torch.optim.optimizer import _device_dtype_check_for_fused
+
+from . import _fallback, _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import adam as adam_kernels
@@ -36,13 +38,17 @@ class Adam(FlatOptimizer):
     buffer per (group, device, dtype); parameters with the same step count
     update in one launch; GradScaler's scale and inf flag are applied inside
     it (on CUDA, the step counts then cost one copy of the inf flag to the host
-    per step); ``foreach`` and ``fused`` are recorded only; ``capturable`` and
-    ``differentiable`` are rejected; bf16/fp16 are computed in fp32 and rounded
-    once per buffer per step.
+    per step); what the launch cannot do (``differentiable=True``, parameters on
+    devices other than CPU and CUDA, a parameter listed twice) runs torch's own
+    Adam, and sparse gradients raise torch's error; ``fused=True`` raises torch's
+    error for what its fused op cannot take, and is otherwise recorded, as
+    ``foreach`` is; ``capturable`` is rejected; bf16/fp16 are computed in fp32 and
+    rounded once per buffer per step.
     """
 
     kernel_update = staticmethod(adam_kernels.adam_update)
     torch_update = staticmethod(_torch_path.adam_update)
+    torch_step = staticmethod(_fallback.adam_step)
     state_buffer_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     counts_steps = True
 
@@ -79,7 +85,6 @@ class Adam(FlatOptimizer):
                 )
             if isinstance(beta, torch.Tensor) and beta.numel() != 1:
                 raise ValueError(f"Tensor betas[{index}] must be 1-element")
-        check_paths(type(self).__name__, foreach=foreach, fused=fused, differentiable=differentiable)
         if capturable:
             raise ValueError(
                 f"tritonopt.{type(self).__name__} does not support capturable=True: its step "
@@ -99,6 +104,7 @@ class Adam(FlatOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
+        check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -110,6 +116,14 @@ class Adam(FlatOptimizer):
             group.setdefault("differentiable", False)
             group.setdefault("decoupled_weight_decay", False)
             group.setdefault("fused", None)
+
+    def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
+        # torch checks each parameter whose state it creates (C-level test for none first).
+        if all(map(entries.get, map(id, group["params"]))):
+            return
+        for p in group["params"]:
+            if p.grad is not None and not entries.get(id(p)):
+                _device_dtype_check_for_fused(p)
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self.state_buffer_keys if group["amsgrad"] else self.state_buffer_keys[:2]

@@ -4,7 +4,9 @@ from typing import Any
 
 import torch
 
-from . import _torch_path
+from torch.optim.optimizer import _device_dtype_check_for_fused
+
+from . import _fallback, _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import sgd as sgd_kernels
@@ -28,24 +30,20 @@ class SGD(FlatOptimizer):
     ``state[p]['momentum_buffer']``, ``state_dict``/``load_state_dict`` (both ways
     with torch), hooks, schedulers, closures and ``repr`` behave as torch's.
 
-    Differences, all deliberate:
-
-    * Each group's parameters become views into one flat buffer per (device,
-      dtype) (shape and strides kept for dense layouts), their gradients are moved
-      into a matching flat buffer at ``step`` and ``.grad`` re-pointed there, and
-      momentum buffers are views into a flat buffer. A step is one kernel launch
-      per (group, device, dtype) once every parameter has its gradient in the
-      buffer; ``zero_grad(set_to_none=False)`` keeps them there.
-    * ``foreach`` and ``fused`` are accepted and recorded for compatibility; the
-      update is always one fused pass. ``differentiable=True`` is rejected.
-    * Sparse gradients raise at ``step``; complex parameters are supported.
-    * bf16/fp16 parameters are updated in fp32 and rounded once per step, which
-      is never less accurate than torch's op-by-op rounding.
-    * A parameter listed twice in one group is an error (torch only warns).
+    What the launch cannot do runs torch's own SGD on those parameters, with
+    torch's numerics, state and exceptions: a ``differentiable=True`` group
+    (autograd through the update), sparse gradients, parameters on devices other
+    than CPU and CUDA (``meta``, MPS, XPU), and a group that lists a parameter
+    twice (torch's warning and result). ``fused=True`` raises torch's error for
+    what torch's fused op cannot take; otherwise ``foreach`` and ``fused`` are
+    recorded, and the update is tritonopt's one pass. bf16/fp16 parameters are
+    updated in fp32 and rounded once per step, which is never less accurate than
+    torch's op-by-op rounding.
     """
 
     kernel_update = staticmethod(sgd_kernels.sgd_update)
     torch_update = staticmethod(_torch_path.sgd_update)
+    torch_step = staticmethod(_fallback.sgd_step)
     state_buffer_keys = ("momentum_buffer",)
 
     def __init__(
@@ -67,7 +65,6 @@ class SGD(FlatOptimizer):
         check_non_negative("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        check_paths("SGD", foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -80,6 +77,7 @@ class SGD(FlatOptimizer):
             "fused": fused,
         }
         super().__init__(params, defaults)
+        check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -89,6 +87,15 @@ class SGD(FlatOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
+
+    def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
+        # torch checks the first parameter with a gradient, once per optimizer.
+        if getattr(self, "_need_device_dtype_check_for_fused", True):
+            for p in group["params"]:
+                if p.grad is not None:
+                    _device_dtype_check_for_fused(p)
+                    self._need_device_dtype_check_for_fused = False
+                    return
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self.state_buffer_keys if group["momentum"] != 0 else ()

@@ -50,11 +50,6 @@ STEPS = 3  # under the interpreter a step costs about the same whatever the size
 DTYPES = (torch.float32, torch.float64)
 
 CAPTURABLE = "capturable=True is issue 11"
-DIFFERENTIABLE = "not yet: differentiable=True falls back to torch in issue 10's fallback work"
-DUPLICATE = (
-    "deliberate: a parameter listed twice in one group raises ValueError in tritonopt, where torch "
-    "only warns (README, 'Not supported yet, and deliberate differences')"
-)
 
 
 def _configurations(info):
@@ -70,8 +65,6 @@ def _unsupported(kwargs) -> list[str]:
     reasons = []
     if kwargs.get("capturable"):
         reasons.append(CAPTURABLE)
-    if kwargs.get("differentiable"):
-        reasons.append(DIFFERENTIABLE)
     return reasons
 
 
@@ -93,8 +86,6 @@ def _error_cases(info):
 
 def _error_param(info, device, case):
     reasons = _unsupported(case.optimizer_error_input.kwargs)
-    if issubclass(case.error_type, Warning) and "duplicate" in case.error_regex:
-        reasons.append(DUPLICATE)
     marks = [pytest.mark.xfail(strict=True, reason="; ".join(reasons))] if reasons else []
     name = f"{info.name}-{device}-{case.optimizer_error_input.desc}"
     return pytest.param(info, case, marks=marks, id=name)

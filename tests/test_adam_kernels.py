@@ -31,7 +31,7 @@ def _variants():
 
 
 VARIANTS = list(_variants())
-HYPERPARAMETERS = dict(lr=0.01, beta1=0.8, beta2=0.95)
+LR_AND_BETAS = dict(lr=0.01, beta1=0.8, beta2=0.95)
 
 
 def _implementations():
@@ -53,7 +53,7 @@ def _rows(variant):
     """Two rows of different values and step numbers (weight decay switched on or off)."""
     weight_decay = variant["weight_decay"]
     return [
-        AdamHyperparameters(eps=1e-6, step=3, weight_decay=weight_decay, **HYPERPARAMETERS),
+        AdamHyperparameters(eps=1e-6, step=3, weight_decay=weight_decay, **LR_AND_BETAS),
         AdamHyperparameters(lr=0.003, beta1=0.5, beta2=0.9, eps=1e-8, weight_decay=0.05 - weight_decay, step=1),
     ]
 
@@ -110,7 +110,7 @@ def test_update_matches_torch(update, dtype, variant):
 
 def test_amsgrad_without_its_buffers_is_rejected():
     t = torch.randn(4)
-    row = AdamHyperparameters(eps=1e-8, step=1, weight_decay=0.0, **HYPERPARAMETERS)
+    row = AdamHyperparameters(eps=1e-8, step=1, weight_decay=0.0, **LR_AND_BETAS)
     with pytest.raises(ValueError, match="max_exp_avg_sqs"):
         adam_kernels.adam_update([t], [t.clone()], [t.clone()], [t.abs()], None, rows=[0], hyperparameters=[row],
                                  decoupled_weight_decay=False, amsgrad=True, maximize=False)

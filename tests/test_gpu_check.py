@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import tritonopt
-from tritonopt import _backend
 from tritonopt.kernels._launch import override_launch_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
@@ -39,7 +38,7 @@ def _kernels_read_launch_config() -> bool:
     return lookups[0] > 0
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="the dry run's sweep needs the interpreter session's kernels")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted(), reason="the dry run's sweep needs the interpreter session's kernels")
 @pytest.mark.parametrize("install", ["pip", "copied"])
 def test_dry_run_installs_tests_sweeps_and_benchmarks_with_the_table_last(tmp_path, install):
     """``copied``: a python whose pip cannot build the package (here: pip told to require

@@ -14,7 +14,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import tritonopt
-
+from tritonopt.distance import distance
 from tritonopt.testing import sgd_hyperparameters as hyperparameters
 
 SHAPES = [(64, 33), (257,), (8, 3, 5, 5), (1000,)]
@@ -25,13 +25,9 @@ def _state_of(optimizer, params):
 
 
 def _distance(params, buffers, oracle_params, oracle_buffers):
-    total = 0.0
-    for p, q in zip(params, oracle_params):
-        total += (p.detach().double() - q.detach()).abs().sum().item()
-    for b, c in zip(buffers, oracle_buffers):
-        if c is not None:
-            total += (b.double() - c).abs().sum().item()
-    return total
+    """Summed absolute error of the parameters and momentum buffers against the oracle's."""
+    pairs = [(b, c) for b, c in zip(buffers, oracle_buffers) if c is not None]
+    return distance([*params, *(b for b, _ in pairs)], [*oracle_params, *(c for _, c in pairs)]).total_abs
 
 
 @given(

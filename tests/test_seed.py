@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 import tritonopt
-from tritonopt.demo import Net
+from tritonopt.models import LeNet
 
 from tritonopt.testing import assert_optimizers_match
 
 
 def _pair():
     torch.manual_seed(0)
-    net = Net()
+    net = LeNet()
     return net, copy.deepcopy(net)
 
 

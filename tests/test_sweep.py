@@ -5,7 +5,6 @@ import json
 import pytest
 
 import tritonopt
-from tritonopt import _backend
 from tritonopt.bench import sweep
 
 
@@ -62,7 +61,7 @@ def test_step_time_stands_in_for_kernel_time_off_cuda():
     assert sweep.propose(measurements, {"large": (1, 1, 2**26)}) == [[None, 2048, 4]]
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="needs kernels that run on CPU tensors")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted(), reason="needs kernels that run on CPU tensors")
 def test_a_tiny_run_measures_through_the_public_optimizers_and_writes_the_entry(tmp_path, monkeypatch, capsys):
     """The kernels' launches read ``launch_config``, so the run completes; this is the
     GPU run's code path at one configuration."""
@@ -77,7 +76,7 @@ def test_a_tiny_run_measures_through_the_public_optimizers_and_writes_the_entry(
     assert "'cpu': ((None, 1024, 4),)," in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="needs kernels that run on CPU tensors")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted(), reason="needs kernels that run on CPU tensors")
 def test_a_run_whose_launches_never_read_the_table_stops_and_says_so(tmp_path, monkeypatch):
     for optimizer_class in (tritonopt.SGD, tritonopt.AdamW):
         monkeypatch.setattr(optimizer_class, "kernel_update", staticmethod(lambda *args, **kwargs: None))

@@ -5,7 +5,7 @@ import torch
 
 import tritonopt
 from tritonopt.verify.__main__ import main
-from tritonopt.verify.errors import ulp
+from tritonopt.distance import distance, ulp
 from tritonopt.verify.presets import PRESETS
 from tritonopt.verify.trajectory import run
 
@@ -17,6 +17,17 @@ def test_ulp_is_the_spacing_of_the_dtype():
     expected = torch.tensor([2**-7, 2**-7, 2**-8, 2**-6, 2**-7 * tiny, 2**-7 * tiny], dtype=torch.float64)
     torch.testing.assert_close(spacing, expected, rtol=0, atol=0)
     assert (torch.tensor(1.0, dtype=torch.bfloat16) + spacing[0].item()).item() != 1.0
+
+
+def test_distance_to_the_oracle_in_absolute_terms_and_ulps():
+    """One function serves verify, the bf16/fp16 rule and the tests: equal non-finite
+    values count zero, a NaN against a number counts infinity, ULPs are the value's dtype's."""
+    exact = torch.tensor([1.0, float("inf"), float("nan"), 2.0], dtype=torch.float64)
+    values = torch.tensor([1.0 + 2**-7, float("inf"), float("nan"), 2.0], dtype=torch.bfloat16)
+    d = distance([values], [exact])
+    assert (d.max_abs, d.max_ulp, d.total_abs) == (2**-7, 1.0, 2**-7)
+    d = distance([torch.tensor([float("nan")], dtype=torch.float16)], [torch.tensor([0.5], dtype=torch.float64)])
+    assert d.max_abs == d.max_ulp == d.total_abs == float("inf")
 
 
 def _first_step(candidate, dtype):

@@ -31,37 +31,10 @@ import torch
 from torch import nn
 
 import tritonopt
-from tritonopt import _backend
+from tritonopt.models import LeNet
 
 
-class Net(nn.Module):
-    """LeNet from the tutorial: ``features`` (convolutions) and ``classifier`` (linear layers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(6, 16, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2, 2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120),
-            nn.ReLU(),
-            nn.Linear(120, 84),
-            nn.ReLU(),
-            nn.Linear(84, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = x.view(-1, 16 * 5 * 5)
-        return self.classifier(x)
-
-
-def param_groups(net: Net) -> list[dict]:
+def param_groups(net: LeNet) -> list[dict]:
     """The tutorial's layout: the features use the default lr, the classifier its own."""
     return [
         {"params": net.features.parameters()},
@@ -73,8 +46,8 @@ def param_groups(net: Net) -> list[dict]:
 # that any last-bit difference in one step (on a GPU, torch's own kernels round
 # differently from its CPU for-loop) grows past assert_close's float32 tolerance
 # within a few dozen steps.
-SGD_HYPERPARAMETERS = {"lr": 2e-2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
-ADAMW_HYPERPARAMETERS = {"lr": 3e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+SGD_KWARGS = {"lr": 2e-2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}
+ADAMW_KWARGS = {"lr": 3e-3, "betas": (0.9, 0.999), "eps": 1e-8}
 
 
 def finetuning_model() -> nn.Module:
@@ -104,7 +77,7 @@ def warmup_cosine(warmup: int, total: int):
 def describe_path(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}): compiled Triton kernels"
-    if _backend.uses_triton(device):
+    if tritonopt.uses_triton(device):
         return "cpu: Triton kernels in the Triton interpreter (TRITON_INTERPRET=1)"
     return (
         "cpu: torch's fused and foreach ops on the same tensors "
@@ -166,13 +139,13 @@ def side_by_side(title, net, inputs, labels, optimizers, steps, before_step) -> 
 
 
 def sgd_run(device: torch.device, steps: int) -> bool:
-    net = Net().to(device)
+    net = LeNet().to(device)
     images = torch.randn(64, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (64,), device=device)
 
     def optimizers(model, kind):
         optimizer_class = tritonopt.SGD if kind == "tritonopt" else torch.optim.SGD
-        return optimizer_class(param_groups(model), **SGD_HYPERPARAMETERS)
+        return optimizer_class(param_groups(model), **SGD_KWARGS)
 
     def decay_halfway(step, pair):
         if step != steps // 2 + 1:
@@ -195,7 +168,7 @@ def adamw_run(device: torch.device, steps: int) -> bool:
 
     def optimizers(model, kind):
         optimizer_class = tritonopt.AdamW if kind == "tritonopt" else torch.optim.AdamW
-        optimizer = optimizer_class(finetuning_groups(model), **ADAMW_HYPERPARAMETERS)
+        optimizer = optimizer_class(finetuning_groups(model), **ADAMW_KWARGS)
         schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(max(1, steps // 8), steps)))
         return optimizer
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import triton
 
-from tritonopt import _backend
+import tritonopt
 
 from . import plot, profile, report, summary, timing
 from .cases import default_cases, with_new_grads
@@ -73,7 +73,7 @@ def _reexec_interpreted(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    if args.interpreter and not _backend.KERNELS_INTERPRETED:
+    if args.interpreter and not tritonopt.kernels_interpreted():
         _reexec_interpreted(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -2,7 +2,7 @@
 
 tritonopt runs the path its backend picks for the device (compiled Triton kernels
 on CUDA; on CPU torch's fused op, or foreach ops, over the parameters' own tensors,
-chosen with ``_backend.cpu_implementation("torch")``) and, only when asked, the
+chosen with ``tritonopt.cpu_implementation("torch")``) and, only when asked, the
 Triton interpreter on CPU (``cpu_implementation("triton")``). torch runs its for-loop, foreach and fused
 implementations and a ``torch.compile``d ``step`` with tensor learning rates (so a
 new lr does not recompile).
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tritonopt import _backend
+import tritonopt
 
 from .cases import Case
 
@@ -54,7 +54,7 @@ def _tritonopt(cpu_implementation: str) -> Callable[[Case, list[dict[str, Any]]]
 
         def step() -> None:
             # Inside the timed call: rows of both CPU implementations alternate within a repeat.
-            with _backend.cpu_implementation(cpu_implementation):
+            with tritonopt.cpu_implementation(cpu_implementation):
                 optimizer.step()
 
         return Instance(optimizer, step)
@@ -108,7 +108,7 @@ def _compile_unavailable(case: Case, device: torch.device) -> str | None:
 
 
 def _interpreter_unavailable(case: Case, device: torch.device) -> str | None:
-    if device.type != "cpu" or not _backend.KERNELS_INTERPRETED:
+    if device.type != "cpu" or not tritonopt.kernels_interpreted():
         return "the interpreter runs CPU tensors, with TRITON_INTERPRET=1 set before import"
     return None
 

@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 # Group keys compared elsewhere (params) or that choose an implementation, not the
 # update: a foreach or fused candidate is compared with a for-loop reference.
-NOT_HYPERPARAMETERS = frozenset({"params", "foreach", "fused", "capturable", "differentiable"})
+UNCOMPARED_GROUP_KEYS = frozenset({"params", "foreach", "fused", "capturable", "differentiable"})
 
 
 def exact(value):
@@ -26,8 +26,8 @@ def exact(value):
     return repr(value)
 
 
-def _hyperparameters(group: dict) -> dict:
-    return {key: exact(value) for key, value in group.items() if key not in NOT_HYPERPARAMETERS}
+def _compared_values(group: dict) -> dict:
+    return {key: exact(value) for key, value in group.items() if key not in UNCOMPARED_GROUP_KEYS}
 
 
 def assert_optimizers_match(
@@ -46,7 +46,7 @@ def assert_optimizers_match(
         f"{context}: {len(candidate_groups)} param groups but the reference has {len(reference_groups)}"
     )
     for g, (ref_group, cand_group) in enumerate(zip(reference_groups, candidate_groups)):
-        ref_hparams, cand_hparams = _hyperparameters(ref_group), _hyperparameters(cand_group)
+        ref_hparams, cand_hparams = _compared_values(ref_group), _compared_values(cand_group)
         differing = sorted(k for k in ref_hparams.keys() | cand_hparams.keys() if ref_hparams.get(k) != cand_hparams.get(k))
         assert not differing, (
             f"{context}: group {g} hyperparameters differ in {differing}: "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ..distance import distance
 from .assertions import LOW_PRECISION
 
 
@@ -43,24 +44,18 @@ class Float64Oracle:
 
     def distance(self, optimizer: Optimizer) -> float:
         """Summed absolute error of ``optimizer``'s 16-bit parameters and state against the oracle."""
-        total = 0.0
+        values, exact = [], []
         for p, oracle in _pairs(optimizer, self.optimizer):
             if p.dtype not in LOW_PRECISION:
                 continue
-            total += _error(p.detach(), oracle.detach())
+            values.append(p)
+            exact.append(oracle)
             oracle_state = self.optimizer.state.get(oracle, {})
             for key, value in optimizer.state.get(p, {}).items():
                 if isinstance(value, torch.Tensor) and value.dtype == p.dtype:
-                    total += _error(value, oracle_state[key])
-        return total
-
-
-def _error(values: torch.Tensor, exact: torch.Tensor) -> float:
-    """Summed absolute error; equal values (the same inf, NaN against NaN) count zero, other NaNs infinity."""
-    values = values.double()
-    same = (values == exact) | (values.isnan() & exact.isnan())
-    difference = (values - exact).abs().masked_fill(same, 0.0)
-    return difference.nan_to_num(nan=float("inf")).sum().item()
+                    values.append(value)
+                    exact.append(oracle_state[key])
+        return distance(values, exact).total_abs
 
 
 def assert_no_less_accurate(candidate: Optimizer, reference: Optimizer, oracle: Float64Oracle, context: str) -> None:

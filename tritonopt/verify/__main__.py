@@ -27,7 +27,8 @@ from .trajectory import run
 
 REFERENCES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 CANDIDATES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-HYPERPARAMETERS = {
+# The keyword arguments each optimizer is built with (candidate, torch and the oracle alike).
+OPTIMIZER_KWARGS = {
     "sgd": {"lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4},
     "adam": {"lr": 1e-3, "weight_decay": 1e-4},
     "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     preset = PRESETS[args.model](torch.Generator().manual_seed(args.seed))
     dtype = DTYPES[args.dtype]
-    hyperparameters = HYPERPARAMETERS[args.optimizer]
+    hyperparameters = OPTIMIZER_KWARGS[args.optimizer]
     reports = run(
         candidate,
         REFERENCES[args.optimizer],

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..demo import Net
+from ..models import LeNet
 
 
 @dataclass
@@ -40,10 +40,10 @@ class TinyGPT(nn.Module):
 
 
 def lenet(generator: torch.Generator) -> Preset:
-    """The demo's LeNet on random 3x32x32 images with random labels (cross-entropy)."""
+    """LeNet (the demo's model) on random 3x32x32 images with random labels (cross-entropy)."""
     images = torch.randn(16, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (16,), generator=generator)
-    return Preset(Net(), lambda model: nn.functional.cross_entropy(model(images.to(_dtype(model))), labels))
+    return Preset(LeNet(), lambda model: nn.functional.cross_entropy(model(images.to(_dtype(model))), labels))
 
 
 def gpt(generator: torch.Generator) -> Preset:

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import torch
 from torch.optim import Optimizer
 
-from .errors import Error, error, ulp
+from ..distance import Distance, distance
 from .presets import Preset
 
 
 @dataclass
 class StepReport:
     step: int
-    candidate: Error
-    torch: Error
+    candidate: Distance
+    torch: Distance
     candidate_vs_torch_ulp: float
 
 
@@ -61,15 +61,12 @@ def run(
             for p, gradient in zip(params, gradients):
                 p.grad = gradient.to(dtype).to(p.dtype)
             optimizer.step()
-        between = max(
-            ((c.detach().double() - r.detach().double()).abs() / ulp(r.detach().double(), dtype)).max().item()
-            for c, r in zip(candidate_params, reference_params)
-        )
+        between = distance(candidate_params, reference_params).max_ulp
         reports.append(
             StepReport(
                 step,
-                error(candidate_params, oracle_params, dtype),
-                error(reference_params, oracle_params, dtype),
+                distance(candidate_params, oracle_params),
+                distance(reference_params, oracle_params),
                 between,
             )
         )

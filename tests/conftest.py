@@ -17,7 +17,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import exact_fma
-from tritonopt import _backend
+import tritonopt
 
 # An interpreter that rounds tl.fma twice (triton 3.6) would put its own last-bit error
 # into every kernel test; compiled kernels round once. test_interpreter_fma.py shows it.
@@ -52,9 +52,9 @@ DEVICE = torch.device(os.environ.get("TRITONOPT_TEST_DEVICE", "cpu"))
 @pytest.fixture(params=["triton", "torch"])
 def cpu_path(request):
     """Run a test with CPU tensors updated by the Triton kernels, then by the torch path."""
-    if request.param == "triton" and not _backend.KERNELS_INTERPRETED and DEVICE.type == "cpu":
+    if request.param == "triton" and not tritonopt.kernels_interpreted() and DEVICE.type == "cpu":
         pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
-    with _backend.cpu_implementation(request.param):
+    with tritonopt.cpu_implementation(request.param):
         yield request.param
 
 

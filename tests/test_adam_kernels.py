@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.optim.adam import _single_tensor_adam
 
-from tritonopt import _backend, _torch_path
+import tritonopt
+from tritonopt import _torch_path
 from tritonopt.kernels import adam as adam_kernels
 from tritonopt.kernels.adam import AdamHyperparameters
 
@@ -36,7 +37,7 @@ LR_AND_BETAS = dict(lr=0.01, beta1=0.8, beta2=0.95)
 
 def _implementations():
     impls = [pytest.param(_torch_path.adam_update, id="torch-path")]
-    if _backend.KERNELS_INTERPRETED or DEVICE.type == "cuda":
+    if tritonopt.kernels_interpreted() or DEVICE.type == "cuda":
         impls.insert(0, pytest.param(adam_kernels.adam_update, id="triton"))
     return impls
 

@@ -124,12 +124,12 @@ def test_a_skipped_step_changes_nothing_and_does_not_count(cpu_path, name):
 
 
 def _implementations(module_name):
-    from tritonopt import _backend, _torch_path
+    from tritonopt import _torch_path
     from tritonopt.kernels import adam, sgd
 
     kernels = {"sgd": sgd.sgd_update, "adam": adam.adam_update}
     impls = [pytest.param(getattr(_torch_path, f"{module_name}_update"), id="torch-path")]
-    if _backend.KERNELS_INTERPRETED:
+    if tritonopt.kernels_interpreted():
         impls.insert(0, pytest.param(kernels[module_name], id="triton"))
     return impls
 

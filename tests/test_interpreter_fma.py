@@ -19,7 +19,7 @@ from torch.optim.sgd import _single_tensor_sgd
 from triton.runtime.interpreter import InterpreterBuilder
 
 import exact_fma
-from tritonopt import _backend
+import tritonopt
 from tritonopt.kernels import sgd as sgd_kernels
 
 from conftest import INTERPRETER_FMA_ROUNDS_TWICE
@@ -98,7 +98,7 @@ def test_the_probe_sees_which_fma_the_interpreter_has():
 
 
 @pytest.mark.skipif(not INTERPRETER_FMA_ROUNDS_TWICE, reason="this interpreter's fma rounds once")
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="needs the interpreter")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted(), reason="needs the interpreter")
 def test_the_interpreters_own_fma_alone_puts_the_sgd_kernel_one_ulp_off(monkeypatch):
     """Plain SGD, 17 float32 elements: one fma per element (``param - lr * grad``), whose
     result with the interpreter's fma is torch's two roundings, not torch's one."""

@@ -7,11 +7,11 @@ differently-payloaded NaN, so the quiet bit of the bf16 rounding was untested.
 import pytest
 import torch
 
-from tritonopt import _backend
+import tritonopt
 from tritonopt.kernels import sgd as sgd_kernels
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED, reason="CPU tensors need the interpreted kernels")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted(), reason="CPU tensors need the interpreted kernels")
 def test_bfloat16_nan_has_torchs_bits():
     params = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.bfloat16)
     grads = torch.tensor([float("nan"), 1.0, float("-nan"), float("inf")], dtype=torch.bfloat16)

@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 from torch.optim.sgd import _single_tensor_sgd
 
-from tritonopt import _backend, _torch_path
+import tritonopt
+from tritonopt import _torch_path
 from tritonopt.kernels import sgd as sgd_kernels
 from tritonopt.kernels._elementwise import _round_to_bfloat16
 from tritonopt.kernels.sgd import SGDHyperparameters
@@ -43,7 +44,7 @@ VARIANTS = list(_variants())
 
 def _implementations():
     impls = [pytest.param(_torch_path.sgd_update, id="torch-path")]
-    if _backend.KERNELS_INTERPRETED or DEVICE.type == "cuda":
+    if tritonopt.kernels_interpreted() or DEVICE.type == "cuda":
         impls.insert(0, pytest.param(sgd_kernels.sgd_update, id="triton"))
     return impls
 
@@ -107,7 +108,7 @@ def test_update_matches_torch(update, dtype, variant):
         assert_guards_untouched(buffer_storage, buffer, before[2][index], message)
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED and DEVICE.type != "cuda", reason="needs runnable kernels")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted() and DEVICE.type != "cuda", reason="needs runnable kernels")
 def test_bfloat16_rounding_is_round_to_nearest_even():
     """The explicit rounding agrees with torch's fp32 -> bf16 on ties, NaN, inf and subnormals."""
 

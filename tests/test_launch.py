@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import tritonopt
-from tritonopt import _backend
 from tritonopt.kernels import _launch
 from tritonopt.kernels._launch import LaunchConfig, launch_config, override_launch_config, table_config
 
@@ -64,7 +63,7 @@ def test_the_shipped_table_ends_every_entry_with_a_catch_all_row():
             assert block_size & (block_size - 1) == 0 and num_warps in (1, 2, 4, 8, 16), key
 
 
-@pytest.mark.skipif(not _backend.KERNELS_INTERPRETED and DEVICE.type != "cuda", reason="needs runnable kernels")
+@pytest.mark.skipif(not tritonopt.kernels_interpreted() and DEVICE.type != "cuda", reason="needs runnable kernels")
 @pytest.mark.parametrize("optimizer_class", [tritonopt.SGD, tritonopt.AdamW])
 def test_kernel_launches_take_their_configuration_from_launch_config(optimizer_class):
     """What the sweep relies on: an override reaches every launch of a step."""

@@ -14,7 +14,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ptx_build import compiled_kernel_modules, float_arithmetic
-from tritonopt import _backend
+import tritonopt
 from tritonopt.kernels import sgd as sgd_kernels
 from tritonopt.kernels._elementwise import negate
 
@@ -24,7 +24,7 @@ from conftest import DEVICE
 MINUS_SUBTRACTS_BY_VERSION = {"3.6.0": True, "3.9.0": False}
 VERSION = triton.__version__.split("+")[0]
 MINUS_SUBTRACTS = MINUS_SUBTRACTS_BY_VERSION.get(VERSION)
-RUNNABLE = _backend.KERNELS_INTERPRETED or DEVICE.type == "cuda"
+RUNNABLE = tritonopt.kernels_interpreted() or DEVICE.type == "cuda"
 
 
 @triton.jit

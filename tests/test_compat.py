@@ -1,12 +1,14 @@
-"""tritonopt.SGD in torch.optim.SGD's ecosystem: schedulers, state_dict interchange,
+"""tritonopt's optimizers in torch.optim's ecosystem: schedulers, state_dict interchange,
 hooks, closures, named parameters, GradScaler and zero_grad.
 
-Every test builds one small model (Conv2d + Linear layers, random non-zero
-weights from a seeded generator), deep-copies it, and drives torch.optim.SGD over
-one copy and tritonopt.SGD over the other through the same operations, with two
-parameter groups, momentum 0.9 and weight decay. After every step parameters,
-momentum buffers and hyperparameters must match (``tritonopt.testing.assert_optimizers_match``).
-Each test runs on the Triton-interpreter path and on the torch path (``cpu_path``).
+Every test runs for every optimizer in the table (``optimizers.py``): it builds one
+small model (Conv2d + Linear layers, random non-zero weights from a seeded
+generator), deep-copies it, and drives the torch optimizer over one copy and
+tritonopt's over the other through the same operations, with two parameter groups
+and the table's representative hyperparameters (every state buffer in use). After
+every step parameters, state and hyperparameters must match
+(``tritonopt.testing.assert_optimizers_match``). Each test runs on the
+Triton-interpreter path and on the torch path (``cpu_path``).
 """
 
 import copy
@@ -19,12 +21,11 @@ from torch import nn
 from torch.optim import lr_scheduler
 from torch.optim import optimizer as torch_optimizer
 
-import tritonopt
+import optimizers
 from conftest import DEVICE
+from optimizers import OPTIMIZERS
 from tritonopt.testing import assert_optimizers_match
 
-LR = 0.01
-HPARAMS = {"lr": LR, "momentum": 0.9, "weight_decay": 1e-2}
 GROUP1 = {"lr": 0.02, "weight_decay": 1e-3}
 STEPS = 12
 
@@ -47,13 +48,16 @@ def groups(model: nn.Sequential) -> list[dict]:
     ]
 
 
-def make_pair(seed: int = 0, **overrides):
-    """(reference model, torch.optim.SGD, candidate model, tritonopt.SGD) on identical copies."""
+EVERY_OPTIMIZER = pytest.mark.parametrize("info", optimizers.params())
+
+
+def make_pair(info, seed: int = 0, **overrides):
+    """(reference model, torch optimizer, candidate model, tritonopt optimizer) on identical copies."""
     ref_model = make_model(seed)
     cand_model = copy.deepcopy(ref_model)
-    hparams = {**HPARAMS, **overrides}
-    reference = torch.optim.SGD(groups(ref_model), **hparams)
-    candidate = tritonopt.SGD(groups(cand_model), **hparams)
+    hparams = {**info.kwargs, **overrides}
+    reference = info.torch_cls(groups(ref_model), **hparams)
+    candidate = info.cls(groups(cand_model), **hparams)
     return ref_model, reference, cand_model, candidate
 
 
@@ -154,9 +158,23 @@ SCHEDULERS = {
 PLATEAU_METRICS = [5.0, 4.0, 4.0, 4.0, 3.0, 3.0, 3.0, 3.0, 2.0, 2.0, 2.0, 2.0]
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
-def test_lr_scheduler(cpu_path, name):
-    ref_model, reference, cand_model, candidate = make_pair(seed=1)
+# Every scheduler with SGD; with the others the schedulers that also cycle momentum
+# (betas[0] there) and LambdaLR, which changes only lr (the rest change only lr too,
+# and the interpreter is slow).
+ALSO_WITH_EVERY_OPTIMIZER = ("LambdaLR", "CyclicLR", "OneCycleLR")
+
+
+@pytest.mark.parametrize(
+    ("info", "name"),
+    [
+        pytest.param(info, name, id=f"{info.name.lower()}-{name}")
+        for info in OPTIMIZERS
+        for name in SCHEDULERS
+        if info is optimizers.SGD or name in ALSO_WITH_EVERY_OPTIMIZER
+    ],
+)
+def test_lr_scheduler(cpu_path, info, name):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=1)
     ref_sched = SCHEDULERS[name](reference)
     cand_sched = SCHEDULERS[name](candidate)
     assert cand_sched.get_last_lr() == ref_sched.get_last_lr()
@@ -174,7 +192,7 @@ def test_lr_scheduler(cpu_path, name):
         assert_optimizers_match(reference, candidate, context)
         assert cand_sched.get_last_lr() == ref_sched.get_last_lr(), context
         lrs.add(tuple(cand_sched.get_last_lr()))
-        momenta.update(group["momentum"] for group in candidate.param_groups)
+        momenta.update(group["momentum"] if "momentum" in group else group["betas"][0] for group in candidate.param_groups)
     # The schedule really moved (otherwise the test would prove little).
     assert len(lrs) > 1, name
     if name in ("CyclicLR", "OneCycleLR"):
@@ -183,14 +201,15 @@ def test_lr_scheduler(cpu_path, name):
 
 # --- 2. state_dict interchange -------------------------------------------------------
 
+@EVERY_OPTIMIZER
 @pytest.mark.parametrize("direction", ["tritonopt->torch", "torch->tritonopt"])
-def test_state_dict_interchange(cpu_path, direction):
+def test_state_dict_interchange(cpu_path, info, direction):
     """Train one kind 3 steps, save through torch.save, load into a fresh optimizer of
     the other kind built with other hyperparameters, then train both in lockstep."""
     to_torch = direction == "tritonopt->torch"
-    source_cls, target_cls = (tritonopt.SGD, torch.optim.SGD) if to_torch else (torch.optim.SGD, tritonopt.SGD)
+    source_cls, target_cls = (info.cls, info.torch_cls) if to_torch else (info.torch_cls, info.cls)
     source_model = make_model(seed=2)
-    source = source_cls(groups(source_model), **HPARAMS)
+    source = source_cls(groups(source_model), **info.kwargs)
     generator = torch.Generator().manual_seed(21)
     for _ in range(3):
         train_step([(source_model, source)], generator)
@@ -198,7 +217,7 @@ def test_state_dict_interchange(cpu_path, direction):
 
     target_model = make_model(seed=99)  # different values, overwritten below
     copy_params(source_model, target_model)
-    target = target_cls(groups(target_model), lr=0.5, momentum=0.1)  # hyperparameters come from the load
+    target = target_cls(groups(target_model), **info.other_kwargs)  # hyperparameters come from the load
     target.load_state_dict(saved)
     (ref_model, reference), (cand_model, candidate) = (
         ((target_model, target), (source_model, source)) if to_torch else ((source_model, source), (target_model, target))
@@ -210,8 +229,9 @@ def test_state_dict_interchange(cpu_path, direction):
         assert_optimizers_match(reference, candidate, f"{direction}: continued step {step}")
 
 
-def test_state_dict_matches_torch_during_training(cpu_path):
-    ref_model, reference, cand_model, candidate = make_pair(seed=4)
+@EVERY_OPTIMIZER
+def test_state_dict_matches_torch_during_training(cpu_path, info):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=4)
     assert_state_dicts_match(reference.state_dict(), candidate.state_dict(), "before any step")
     generator = torch.Generator().manual_seed(41)
     for step in range(3):
@@ -221,9 +241,10 @@ def test_state_dict_matches_torch_during_training(cpu_path):
         )
 
 
+@EVERY_OPTIMIZER
 @pytest.mark.parametrize("mismatch", ["group count", "group size"])
-def test_load_state_dict_with_wrong_groups_raises_like_torch(cpu_path, mismatch):
-    ref_model, reference, cand_model, candidate = make_pair(seed=5)
+def test_load_state_dict_with_wrong_groups_raises_like_torch(cpu_path, info, mismatch):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=5)
     generator = torch.Generator().manual_seed(51)
     train_step([(ref_model, reference), (cand_model, candidate)], generator)
     errors = []
@@ -242,28 +263,36 @@ def test_load_state_dict_with_wrong_groups_raises_like_torch(cpu_path, mismatch)
     assert_optimizers_match(reference, candidate, f"step after the rejected load ({mismatch})")
 
 
-def test_load_state_dict_with_wrong_momentum_shape_keeps_state(cpu_path):
-    ref_model, reference, cand_model, candidate = make_pair(seed=6)
+@EVERY_OPTIMIZER
+def test_load_state_dict_with_wrong_state_shape_keeps_state(cpu_path, info):
+    """A state tensor of the wrong shape (the first state key: SGD's momentum buffer,
+    Adam's exp_avg) is rejected before anything changes: state tensors, their values
+    and every hyperparameter stay as they were."""
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=6)
     generator = torch.Generator().manual_seed(61)
     for _ in range(2):
         train_step([(ref_model, reference), (cand_model, candidate)], generator)
+    key = info.state_keys[0]
     params = [p for group in candidate.param_groups for p in group["params"]]
-    before = {p: candidate.state[p]["momentum_buffer"].clone() for p in params}
-    buffers = {p: candidate.state[p]["momentum_buffer"] for p in params}
+    before = {p: {k: v.clone() for k, v in candidate.state[p].items()} for p in params}
+    tensors = {p: dict(candidate.state[p]) for p in params}
     hparams_before = repr([{k: v for k, v in g.items() if k != "params"} for g in candidate.param_groups])
 
     bad = roundtrip(candidate.state_dict())
     bad["param_groups"][0]["lr"] = 0.5
-    bad["param_groups"][1]["momentum"] = 0.3
-    good_shape = bad["state"][3]["momentum_buffer"].shape  # the first Linear's bias (8,)
-    bad["state"][0]["momentum_buffer"] = torch.randn(5, 7, generator=generator).to(DEVICE)
-    bad["state"][1]["momentum_buffer"] = torch.randn(good_shape, generator=generator).to(DEVICE)
-    with pytest.raises(ValueError, match="momentum_buffer"):
+    bad["param_groups"][1].update(info.other_kwargs)
+    bad["param_groups"][1]["weight_decay"] = 0.3
+    good_shape = bad["state"][3][key].shape  # the first Linear's bias (8,)
+    bad["state"][0][key] = torch.randn(5, 7, generator=generator).to(DEVICE)
+    bad["state"][1][key] = torch.randn(good_shape, generator=generator).to(DEVICE)
+    with pytest.raises(ValueError, match=key):
         candidate.load_state_dict(bad)
 
     for p in params:
-        assert candidate.state[p]["momentum_buffer"] is buffers[p]
-        torch.testing.assert_close(candidate.state[p]["momentum_buffer"], before[p], rtol=0, atol=0)
+        assert candidate.state[p].keys() == before[p].keys()
+        for k, value in candidate.state[p].items():
+            assert value is tensors[p][k], k
+            torch.testing.assert_close(value, before[p][k], rtol=0, atol=0)
     assert repr([{k: v for k, v in g.items() if k != "params"} for g in candidate.param_groups]) == hparams_before
     assert_optimizers_match(reference, candidate, "after the rejected load")
     for step in range(2):
@@ -382,8 +411,9 @@ def _hook_script(model, opt, generator_seed):
     return calls, results
 
 
-def test_hooks_called_like_torch(cpu_path):
-    ref_model, reference, cand_model, candidate = make_pair(seed=7)
+@EVERY_OPTIMIZER
+def test_hooks_called_like_torch(cpu_path, info):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=7)
     ref_calls, ref_results = _hook_script(ref_model, reference, 71)
     cand_calls, cand_results = _hook_script(cand_model, candidate, 71)
     assert cand_calls == ref_calls
@@ -402,9 +432,10 @@ def test_hooks_called_like_torch(cpu_path):
 
 # --- 4. closures ---------------------------------------------------------------------
 
+@EVERY_OPTIMIZER
 @pytest.mark.parametrize("outer_no_grad", [False, True])
-def test_closure_steps(cpu_path, outer_no_grad):
-    ref_model, reference, cand_model, candidate = make_pair(seed=8)
+def test_closure_steps(cpu_path, info, outer_no_grad):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=8)
     generator = torch.Generator().manual_seed(81)
     for step in range(4):
         x, w = batch(generator)
@@ -433,24 +464,25 @@ def test_closure_steps(cpu_path, outer_no_grad):
 
 # --- 5. named parameters ------------------------------------------------------------
 
+@EVERY_OPTIMIZER
 @pytest.mark.parametrize("how", ["model.named_parameters()", "groups of named params"])
-def test_named_parameters(cpu_path, how):
+def test_named_parameters(cpu_path, info, how):
     ref_model = make_model(seed=9)
     cand_model = copy.deepcopy(ref_model)
 
     def build(cls, model):
         if how == "model.named_parameters()":
-            return cls(model.named_parameters(), **HPARAMS)
+            return cls(model.named_parameters(), **info.kwargs)
         return cls(
             [
                 {"params": [*model[0].named_parameters(prefix="conv"), *model[2].named_parameters(prefix="fc1")]},
                 {"params": list(model[4].named_parameters(prefix="fc2")), **GROUP1},
             ],
-            **HPARAMS,
+            **info.kwargs,
         )
 
-    reference = build(torch.optim.SGD, ref_model)
-    candidate = build(tritonopt.SGD, cand_model)
+    reference = build(info.torch_cls, ref_model)
+    candidate = build(info.cls, cand_model)
     names = [g["param_names"] for g in reference.param_groups]
     assert all(names) and [g["param_names"] for g in candidate.param_groups] == names
     assert_state_dicts_match(reference.state_dict(), candidate.state_dict(), "before any step")
@@ -468,8 +500,9 @@ def test_named_parameters(cpu_path, how):
 
 # --- 6. GradScaler -------------------------------------------------------------------
 
-def test_grad_scaler(cpu_path):
-    ref_model, reference, cand_model, candidate = make_pair(seed=10)
+@EVERY_OPTIMIZER
+def test_grad_scaler(cpu_path, info):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=10)
     scalers = [torch.amp.GradScaler(DEVICE.type, init_scale=2.0**12, growth_interval=2) for _ in range(2)]
     pairs = [(ref_model, reference, scalers[0]), (cand_model, candidate, scalers[1])]
     generator = torch.Generator().manual_seed(101)
@@ -500,8 +533,9 @@ def test_grad_scaler(cpu_path):
 
 # --- 7. zero_grad --------------------------------------------------------------------
 
-def test_zero_grad_set_to_none(cpu_path):
-    ref_model, reference, cand_model, candidate = make_pair(seed=11)
+@EVERY_OPTIMIZER
+def test_zero_grad_set_to_none(cpu_path, info):
+    ref_model, reference, cand_model, candidate = make_pair(info, seed=11)
     generator = torch.Generator().manual_seed(111)
     for step in range(2):
         train_step([(ref_model, reference), (cand_model, candidate)], generator)
@@ -511,7 +545,8 @@ def test_zero_grad_set_to_none(cpu_path):
         assert_optimizers_match(reference, candidate, f"step {step}")
 
 
-def test_zero_grad_keep_grads(cpu_path):
+@EVERY_OPTIMIZER
+def test_zero_grad_keep_grads(cpu_path, info):
     ref_model = make_model(seed=12)
     ref_unused = nn.Parameter(torch.randn(3, 2, generator=torch.Generator().manual_seed(12)).to(DEVICE))
     cand_model = copy.deepcopy(ref_model)
@@ -520,10 +555,10 @@ def test_zero_grad_keep_grads(cpu_path):
     def build(cls, model, unused):
         param_groups = groups(model)
         param_groups[1]["params"].append(unused)  # never gets a gradient
-        return cls(param_groups, **HPARAMS)
+        return cls(param_groups, **info.kwargs)
 
-    reference = build(torch.optim.SGD, ref_model, ref_unused)
-    candidate = build(tritonopt.SGD, cand_model, cand_unused)
+    reference = build(info.torch_cls, ref_model, ref_unused)
+    candidate = build(info.cls, cand_model, cand_unused)
     pairs = [(ref_model, reference), (cand_model, candidate)]
     generator = torch.Generator().manual_seed(121)
 

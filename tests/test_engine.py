@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import tritonopt
+from optimizers import error_params
 from tritonopt.kernels import sgd as sgd_kernels
-
 from tritonopt.testing import assert_optimizers_match
 
 
@@ -37,22 +37,13 @@ def launches(record_updates):
 
 
 # --- construction errors: the same exception and message as torch -----------------
-ERROR_CASES = [
-    (dict(lr=-0.1), ValueError, "Invalid learning rate"),
-    (dict(momentum=-0.5), ValueError, "Invalid momentum value"),
-    (dict(weight_decay=-1e-4), ValueError, "Invalid weight_decay value"),
-    (dict(nesterov=True), ValueError, "Nesterov momentum requires a momentum and zero dampening"),
-    (dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError, "Nesterov momentum requires"),
-    (dict(lr=torch.tensor([0.1, 0.2])), ValueError, "Tensor lr must be 1-element"),
-    (dict(foreach=True, fused=True), RuntimeError, "`fused` and `foreach` cannot be `True` together"),
-]
-
-
-@pytest.mark.parametrize("kwargs,error,message", ERROR_CASES, ids=[m for _, _, m in ERROR_CASES])
-def test_bad_hyperparameters_raise_like_torch(kwargs, error, message):
-    for optimizer in (torch.optim.SGD, tritonopt.SGD):
-        with pytest.raises(error, match=message):
-            optimizer([torch.nn.Parameter(torch.randn(3))], **kwargs)
+@pytest.mark.parametrize(("info", "case"), error_params())
+def test_bad_hyperparameters_raise_like_torch(info, case):
+    """Every optimizer's constructor error cases (from the table): torch and tritonopt
+    raise the same exception with the same message."""
+    for optimizer in (info.torch_cls, info.cls):
+        with pytest.raises(case.error, match=case.regex):
+            optimizer([torch.nn.Parameter(torch.randn(3))], **case.kwargs)
 
 
 PARAM_ERROR_CASES = [

@@ -6,7 +6,7 @@ with and without closures, hyperparameter changes, zero_grad, add_param_group,
 state_dict round trips and replaced storage, compared with torch after every
 step. tritonopt adds one invariant: after a step, each group's state of one
 dtype lives in one flat buffer per key, while parameters and gradients stay in
-storage of their own. Adding an optimizer is one ``CASES`` entry.
+storage of their own. The cases come from the optimizer table (``optimizers.py``).
 """
 
 import pytest
@@ -15,12 +15,11 @@ from hypothesis.stateful import run_state_machine_as_test
 
 import tritonopt
 from conftest import DEVICE
-from tritonopt.testing import ADAM_HYPERPARAMETERS, ADAMW_HYPERPARAMETERS, SGD_HYPERPARAMETERS, parity_machine
+from optimizers import OPTIMIZERS
+from tritonopt.testing import parity_machine
 
 CASES = [
-    pytest.param(tritonopt.SGD, torch.optim.SGD, SGD_HYPERPARAMETERS, id="sgd"),
-    pytest.param(tritonopt.Adam, torch.optim.Adam, ADAM_HYPERPARAMETERS, id="adam"),
-    pytest.param(tritonopt.AdamW, torch.optim.AdamW, ADAMW_HYPERPARAMETERS, id="adamw"),
+    pytest.param(info.cls, info.torch_cls, info.hyperparameters, id=info.name.lower()) for info in OPTIMIZERS
 ]
 
 
@@ -49,6 +48,14 @@ def assert_flat(optimizer, context):
                 # An empty tensor holds no elements, so where it points is immaterial.
                 storages = {t.untyped_storage().data_ptr() for t in values if t.numel()}
                 assert len(storages) <= 1, f"{context}: group {g} {dtype} {what} live in {len(storages)} buffers"
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name.lower())
+def test_table_describes_the_class(info):
+    """The table's state keys and update functions are the class's own."""
+    assert info.state_keys == _flat_state_keys(info.cls)
+    assert info.cls.kernel_update is info.kernel_update and info.cls.torch_update is info.torch_update
+    assert info.cls.__name__ == info.torch_cls.__name__ == info.name
 
 
 @pytest.mark.parametrize(("candidate", "reference", "hyperparameters"), CASES)

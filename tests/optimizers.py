@@ -10,7 +10,7 @@ is one entry here plus its kernel.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -111,17 +111,9 @@ ADAM = OptimizerInfo(
     error_cases=_ADAM_ERRORS,
 )
 
-ADAMW = OptimizerInfo(
-    name="AdamW",
-    cls=tritonopt.AdamW,
-    torch_cls=torch.optim.AdamW,
-    hyperparameters=ADAMW_HYPERPARAMETERS,
-    kernel_update=adam_kernels.adam_update,
-    torch_update=_torch_path.adam_update,
-    state_keys=_ADAM_STATE,
-    kwargs={"lr": 0.01, "weight_decay": 1e-2, "amsgrad": True},
-    other_kwargs={"lr": 0.5, "betas": (0.5, 0.9), "amsgrad": False},
-    error_cases=_ADAM_ERRORS,
+# AdamW is Adam with decoupled weight decay: the same update functions, state and cases.
+ADAMW = replace(
+    ADAM, name="AdamW", cls=tritonopt.AdamW, torch_cls=torch.optim.AdamW, hyperparameters=ADAMW_HYPERPARAMETERS
 )
 
 OPTIMIZERS = [SGD, ADAM, ADAMW]

@@ -181,11 +181,10 @@ def test_partial_update_without_a_bug_matches_torch():
     assert_parity(PartialUpdate, torch.optim.SGD, max_examples=10)
 
 
-@pytest.mark.parametrize("bug", KERNEL_BUGS)
-def test_planted_kernel_bug_is_caught_with_defaults(bug):
-    """With the loaded profile's settings (ci: 25 histories of 25 steps), a shrunk reproduction."""
+def _assert_caught_with_a_reproduction(bug, **settings):
+    """``assert_parity`` fails on ``bug``, naming it, and its printed program replays the divergence."""
     with pytest.raises(AssertionError) as failure:
-        assert_parity(bug, torch.optim.SGD)
+        assert_parity(bug, torch.optim.SGD, **settings)
     message = str(failure.value)
     print(message)
     assert f"test_testing.{bug.__name__} diverged from torch.optim.SGD" in message
@@ -193,6 +192,12 @@ def test_planted_kernel_bug_is_caught_with_defaults(bug):
     assert program.rstrip().endswith("state.teardown()")
     with pytest.raises(AssertionError):
         exec(program, {})
+
+
+@pytest.mark.parametrize("bug", KERNEL_BUGS)
+def test_planted_kernel_bug_is_caught_with_defaults(bug):
+    """With the loaded profile's settings (ci: 25 histories of 25 steps), a shrunk reproduction."""
+    _assert_caught_with_a_reproduction(bug)
 
 
 def test_torch_sgd_matches_itself():
@@ -216,15 +221,7 @@ def test_machine_runs_adam_and_adamw(reference, hyperparameters):
     "bug", [DampensFirstStep, DecaysWithoutGrad, ReadsLrOnce, NesterovBufferAlone, LosesMaximize]
 )
 def test_planted_bug_is_caught_with_a_reproduction(bug):
-    with pytest.raises(AssertionError) as failure:
-        assert_parity(bug, torch.optim.SGD, max_examples=BUG_EXAMPLES, steps=BUG_STEPS)
-    message = str(failure.value)
-    print(message)
-    assert f"test_testing.{bug.__name__} diverged from torch.optim.SGD" in message
-    program = message.split("(runs as a script):\n\n", 1)[1]
-    assert program.rstrip().endswith("state.teardown()")
-    with pytest.raises(AssertionError):
-        exec(program, {})  # the printed program replays the divergence
+    _assert_caught_with_a_reproduction(bug, max_examples=BUG_EXAMPLES, steps=BUG_STEPS)
 
 
 def test_import_tritonopt_does_not_import_hypothesis(tmp_path):

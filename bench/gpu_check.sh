@@ -96,12 +96,12 @@ install_s=$((SECONDS - start))
 # 2. The test suite on CUDA tensors with compiled kernels (CI builds every kernel variant's
 # PTX for sm_80/sm_90 under this triton already: test_gpu_build.py is left to it).
 if [[ $dry_run -eq 1 ]]; then
-    case="momentum=0.9-dampening=0.0-nesterov=True-first_step=False-weight_decay=0.01-maximize=False-torch.float32-triton"
+    case="sgd-momentum=0.9-dampening=0.0-nesterov=True-first_step=False-weight_decay=0.01-maximize=False-torch.float32-triton"
     tests=(-p no:cacheprovider -q "$repo/tests/test_kernels.py::test_update_matches_torch[$case]")
     test_env=(TRITONOPT_TEST_DEVICE=cpu)
 else
     # The kernels first (an interrupted run keeps the most telling results), then the rest.
-    first=(test_kernels.py test_adam_kernels.py test_negation.py test_amp.py test_state_machine.py test_launch.py)
+    first=(test_kernels.py test_negation.py test_amp.py test_state_machine.py test_launch.py)
     tests=(-p no:cacheprovider -q -rfE --durations=10)
     for name in "${first[@]}"; do
         tests+=("$repo/tests/$name")

@@ -1,4 +1,4 @@
-"""The tensors one test launch updates, shared by the SGD and Adam kernel tests.
+"""The tensors one test launch updates, shared by every optimizer's kernel tests.
 
 One launch covers every size around the block and vector edges, and one tensor
 that starts one element into its storage (not 16-byte aligned: the masked path

@@ -1,111 +1,86 @@
-"""Kernel-level tests: every constexpr combination, dtypes, sizes around block boundaries.
+"""Kernel-level tests over the optimizer table: every constexpr combination, dtypes, sizes around block boundaries.
 
-Both update implementations take the same lists of tensors; each is compared with
-torch's ``_single_tensor_sgd`` on the same data, tensor by tensor. For bf16/fp16 the expected
+Each optimizer's two update functions (Triton kernel, torch path) take the same
+lists of tensors and are compared with torch's for-loop update
+(``_single_tensor_sgd``, ``_single_tensor_adam``) on the same data, tensor by
+tensor, with the table's tolerance (SGD: bit for bit). For bf16/fp16 the expected
 result is torch's update computed in fp32 and rounded once to the storage dtype.
+The launches and the torch reference per optimizer are in ``optimizers.py``.
 """
-
-import itertools
 
 import pytest
 import torch
 import triton
 import triton.language as tl
-from torch.optim.sgd import _single_tensor_sgd
 
 import tritonopt
-from tritonopt import _torch_path
-from tritonopt.kernels import sgd as sgd_kernels
 from tritonopt.kernels._elementwise import _round_to_bfloat16
-from tritonopt.kernels.sgd import SGDHyperparameters
 
 from conftest import DEVICE
 from launch_tensors import assert_guards_untouched, launch_views
+from optimizers import kernel_optimizers, kernel_params
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+IMPLEMENTATIONS = ["triton", "torch-path"] if tritonopt.kernels_interpreted() or DEVICE.type == "cuda" else ["torch-path"]
 
 
-def _variants():
-    for weight_decay, maximize in itertools.product([0.0, 0.01], [False, True]):
-        yield dict(momentum=0.0, dampening=0.0, nesterov=False, first_step=False, weight_decay=weight_decay, maximize=maximize)
-        for first_step, nesterov in itertools.product([False, True], [False, True]):
-            yield dict(
-                momentum=0.9,
-                dampening=0.0 if nesterov else 0.25,
-                nesterov=nesterov,
-                first_step=first_step,
-                weight_decay=weight_decay,
-                maximize=maximize,
-            )
+def _update(info, implementation):
+    return info.kernel_update if implementation == "triton" else info.torch_update
 
 
-VARIANTS = list(_variants())
-
-
-def _implementations():
-    impls = [pytest.param(_torch_path.sgd_update, id="torch-path")]
-    if tritonopt.kernels_interpreted() or DEVICE.type == "cuda":
-        impls.insert(0, pytest.param(sgd_kernels.sgd_update, id="triton"))
-    return impls
-
-
-def _rows(variant):
-    """Two rows: the variant, and the same switches with other values (weight decay
-    switched on or off, another lr, momentum and dampening)."""
-    first = SGDHyperparameters(0.1, variant["weight_decay"], variant["momentum"], variant["dampening"], variant["first_step"])
-    other_momentum = 0.0 if variant["momentum"] == 0 else 0.5
-    second = SGDHyperparameters(
-        0.03, 0.02 - variant["weight_decay"], other_momentum, 0.0 if variant["nesterov"] else 0.1, not variant["first_step"]
-    )
-    return [first, second]
-
-
-def _expected(param, grad, buffer, row, nesterov, maximize):
-    """torch's for-loop update; for 16-bit dtypes, computed in fp32 and rounded once."""
+def _expected(info, launch, param, grad, state, row):
+    """The table's torch update of one tensor; for 16-bit dtypes computed in fp32, rounded once."""
     compute = torch.float32 if param.dtype in (torch.bfloat16, torch.float16) else param.dtype
     param, grad = param.to(compute, copy=True), grad.to(compute, copy=True)
-    buffers = [None if row.first_step else buffer.to(compute, copy=True)]
-    _single_tensor_sgd(
-        [param], [grad], buffers, None, None, lr=row.lr, weight_decay=row.weight_decay, momentum=row.momentum,
-        dampening=row.dampening, nesterov=nesterov, maximize=maximize, has_sparse_grad=False,
-    )
-    return param, buffers[0]
+    state = {key: value.to(compute, copy=True) for key, value in state.items()}
+    return info.kernel_cases.expected(param, grad, state, row, launch.switches)
 
 
-@pytest.mark.parametrize("update", _implementations())
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
-def test_update_matches_torch(update, dtype, variant):
-    params, grads, buffers = (launch_views(dtype, seed) for seed in range(3))
+@pytest.mark.parametrize("info, launch", kernel_params())
+def test_update_matches_torch(info, launch, dtype, implementation):
+    keys = info.cls.state_buffer_keys
+    cases = info.kernel_cases
+    params, grads = launch_views(dtype, 0), launch_views(dtype, 1)
+    states = {key: launch_views(dtype, 2 + i, cases.initial_state.get(key)) for i, key in enumerate(keys)}
     rows = [index % 2 for index in range(len(params))]
-    hyperparameters = _rows(variant)
-    nesterov, maximize = variant["nesterov"], variant["maximize"]
     expected = [
-        _expected(p, g, b, hyperparameters[row], nesterov, maximize)
-        for (_, p), (_, g), (_, b), row in zip(params, grads, buffers, rows)
+        _expected(info, launch, p, g, {key: states[key][index][1] for key in launch.buffers}, launch.rows[rows[index]])
+        for index, ((_, p), (_, g)) in enumerate(zip(params, grads))
     ]
-    before = [[storage.clone() for storage, _ in tensors] for tensors in (params, grads, buffers)]
-    has_momentum = variant["momentum"] != 0
-    update(
-        [p for _, p in params], [g for _, g in grads], [b for _, b in buffers] if has_momentum else None,
-        rows=rows, hyperparameters=hyperparameters, nesterov=nesterov, maximize=maximize,
+    columns = {"param": params, "grad": grads, **states}
+    before = {name: [storage.clone() for storage, _ in column] for name, column in columns.items()}
+    views = {name: [view for _, view in column] for name, column in columns.items()}
+    _update(info, implementation)(
+        views["param"], views["grad"], *(views[key] if key in launch.buffers else None for key in keys),
+        rows=rows, hyperparameters=launch.rows, **launch.switches,
     )
 
-    # Both implementations reproduce torch's for-loop order exactly: the kernel with
-    # explicit fmas, the torch path with the fused op on whole vectors and foreach ops elsewhere.
-    for index, ((param_storage, param), (_, grad), (buffer_storage, buffer), (expected_param, expected_buffer)) in enumerate(
-        zip(params, grads, buffers, expected)
-    ):
-        message = f"tensor {index} of {param.numel()} elements, row {rows[index]}"
-        torch.testing.assert_close(param, expected_param.to(dtype), rtol=0, atol=0, msg=message)
-        if has_momentum:
-            torch.testing.assert_close(buffer, expected_buffer.to(dtype), rtol=0, atol=0, msg=message)
-        else:
-            assert torch.equal(buffer_storage, before[2][index])
+    for index, (expected_param, expected_state) in enumerate(expected):
+        message = f"tensor {index} of {views['param'][index].numel()} elements, row {rows[index]}"
+        torch.testing.assert_close(views["param"][index], expected_param.to(dtype), msg=message, **cases.tolerance)
+        for key in keys:
+            storage, view = states[key][index]
+            if key in launch.buffers:
+                torch.testing.assert_close(view, expected_state[key].to(dtype), msg=f"{message}: {key}", **cases.tolerance)
+            else:
+                assert torch.equal(storage, before[key][index]), f"{message}: {key} is not this launch's"
+        grad = views["grad"][index]
         start, end = grad.storage_offset(), grad.storage_offset() + grad.numel()
-        assert torch.equal(grad, before[1][index][start:end]), "the gradient is read-only"
-        assert_guards_untouched(param_storage, param, before[0][index], message)
-        assert_guards_untouched(buffer_storage, buffer, before[2][index], message)
+        assert torch.equal(grad, before["grad"][index][start:end]), "without a grad scaler the gradient is read-only"
+        for name in ("param", *launch.buffers):
+            assert_guards_untouched(*columns[name][index], before[name][index], f"{message}: {name}")
+
+
+@pytest.mark.parametrize("info", kernel_optimizers())
+def test_a_launch_without_a_buffer_its_switches_need_is_rejected(info):
+    key = info.kernel_cases.optional_buffer
+    launch = next(launch for launch in info.kernel_cases.launches if key in launch.buffers)
+    t = torch.randn(4)
+    buffers = [None if k == key else t.abs() for k in info.cls.state_buffer_keys]
+    with pytest.raises(ValueError, match=f"{key}s"):  # the launcher's argument: momentum_buffers, max_exp_avg_sqs
+        info.kernel_update([t], [t.clone()], *buffers, rows=[0], hyperparameters=launch.rows[:1], **launch.switches)
 
 
 @pytest.mark.skipif(not tritonopt.kernels_interpreted() and DEVICE.type != "cuda", reason="needs runnable kernels")
@@ -132,13 +107,6 @@ def test_bfloat16_rounding_is_round_to_nearest_even():
     nan = expected.isnan()
     assert torch.equal(out.isnan(), nan)
     assert torch.equal(out[~nan].view(torch.int16), expected[~nan].view(torch.int16))
-
-
-def test_momentum_without_buffers_is_rejected():
-    t = torch.randn(4)
-    with pytest.raises(ValueError, match="momentum_buffers"):
-        sgd_kernels.sgd_update([t], [t.clone()], None, rows=[0], hyperparameters=[SGDHyperparameters(0.1, 0.0, 0.9, 0.0, False)],
-                               nesterov=False, maximize=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

@@ -4,7 +4,8 @@ A kernel's block size and warps come from ``launch_config(device, n_elements)``,
 which reads ``LAUNCH_TABLE``: rows per device key (``device_key``), chosen by the
 number of elements one launch covers. ``python -m tritonopt.bench.sweep`` measures
 the rows on a GPU (block sizes 512 to 4096, 2 to 8 warps) and prints the entry to
-paste here; ``override_launch_config`` is how it imposes a configuration.
+paste here; ``override_launch_config`` is how it imposes a configuration (public as
+``tritonopt.kernels.override_launch_config``, with ``device_key``).
 """
 
 import contextlib
@@ -72,7 +73,7 @@ def launch_config(device: torch.device, n_elements: int) -> LaunchConfig:
 
 @contextlib.contextmanager
 def override_launch_config(block_size: int, num_warps: int) -> Iterator[list[int]]:
-    """Every ``launch_config`` call inside returns this configuration (for the sweep).
+    """Every ``launch_config`` call inside returns this configuration (for tuning: the sweep).
 
     Yields a one-element list that holds, on exit, how many launches asked for
     their configuration inside the block: zero means the kernels do not read it.

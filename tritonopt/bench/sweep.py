@@ -30,7 +30,7 @@ import torch
 import triton
 
 import tritonopt
-from tritonopt.kernels import _launch
+from tritonopt.kernels import device_key, override_launch_config
 
 from . import timing
 
@@ -92,7 +92,7 @@ def kernels_per_step(optimizer: torch.optim.Optimizer, device: torch.device, ste
 
 
 def measure(optimizer: torch.optim.Optimizer, device: torch.device, config: tuple[int, int], repeats: int) -> dict:
-    with _launch.override_launch_config(*config) as lookups:
+    with override_launch_config(*config) as lookups:
         start = time.perf_counter()
         for _ in range(2):
             optimizer.step()
@@ -156,7 +156,7 @@ def main(argv: list[str]) -> int:
         sys.exit("tritonopt.bench.sweep: --device cuda, but torch sees no CUDA device")
     sizes = SIZES["tiny" if args.tiny else device.type if device.type in SIZES else "cpu"]
     configs = [(1024, 4)] if args.tiny else [(b, w) for b in BLOCK_SIZES for w in WARPS]
-    key = _launch.device_key(device)
+    key = device_key(device)
     record: dict[str, Any] = {
         "command": " ".join(["python -m tritonopt.bench.sweep", *argv]),
         "device_key": key,

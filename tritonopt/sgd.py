@@ -38,7 +38,8 @@ class SGD(FlatOptimizer):
     what torch's fused op cannot take; otherwise ``foreach`` and ``fused`` are
     recorded, and the update is tritonopt's one pass. bf16/fp16 parameters are
     updated in fp32 and rounded once per step, which is never less accurate than
-    torch's op-by-op rounding.
+    torch's op-by-op rounding except at a near-tie, where fp32 then 16 bits is a
+    double rounding (README, "Not supported yet").
     """
 
     kernel_update = staticmethod(sgd_kernels.sgd_update)

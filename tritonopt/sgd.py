@@ -39,6 +39,19 @@ class SGD(FlatOptimizer):
     recorded, and the update is tritonopt's one pass. bf16/fp16 parameters are
     updated in fp32 and rounded once per step, which is never less accurate than
     torch's op-by-op rounding.
+
+    ``capturable=True`` (tritonopt's own: torch's SGD has none) makes ``step()``
+    safe to capture in a CUDA graph, as for ``tritonopt.Adam``: no host read of a
+    device value and no allocation once warmed up. A tensor ``lr`` or
+    ``weight_decay`` is copied into the launch's table on the device at every
+    step, so updating it in place (what torch's schedulers do with a tensor lr)
+    takes effect in the next replay; float hyperparameters (``momentum``,
+    ``dampening``, a float ``lr``) are read on the host, so a replay keeps the
+    values of the last eager step or the capture. Each momentum buffer's first
+    step is told by a step count on the device, kept by tritonopt (not in
+    ``state``). The flag is kept in ``param_groups`` and state_dicts, which
+    torch's SGD loads (it ignores the key); loading torch's state_dicts keeps
+    this optimizer's own setting.
     """
 
     kernel_update = staticmethod(sgd_kernels.sgd_update)
@@ -59,6 +72,7 @@ class SGD(FlatOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         check_lr(lr)
         check_non_negative("momentum", momentum)
@@ -75,6 +89,7 @@ class SGD(FlatOptimizer):
             "foreach": foreach,
             "differentiable": differentiable,
             "fused": fused,
+            "capturable": capturable,
         }
         super().__init__(params, defaults)
         check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
@@ -87,6 +102,8 @@ class SGD(FlatOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
+            # torch's SGD has no capturable flag: its state_dicts keep this optimizer's own.
+            group.setdefault("capturable", self.defaults.get("capturable", False))
 
     def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
         # torch checks the first parameter with a gradient, once per optimizer.
@@ -104,12 +121,18 @@ class SGD(FlatOptimizer):
         return entry.get("momentum_buffer") is None
 
     def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
-        return {"nesterov": bool(group["nesterov"]), "maximize": bool(group["maximize"])}
+        return {
+            "nesterov": bool(group["nesterov"]),
+            "maximize": bool(group["maximize"]),
+            "capturable": bool(group["capturable"]),
+        }
 
     def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> SGDHyperparameters:
+        # A capturable launch copies tensor values on the device; float() would read them here.
+        value = (lambda v: v) if group["capturable"] else float
         return SGDHyperparameters(
-            lr=float(group["lr"]),
-            weight_decay=float(group["weight_decay"]),
+            lr=value(group["lr"]),
+            weight_decay=value(group["weight_decay"]),
             momentum=float(group["momentum"]),
             dampening=float(group["dampening"]),
             first_step=fresh,

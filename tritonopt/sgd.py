@@ -49,9 +49,9 @@ class SGD(FlatOptimizer):
     ``dampening``, a float ``lr``) are read on the host, so a replay keeps the
     values of the last eager step or the capture. Each momentum buffer's first
     step is told by a step count on the device, kept by tritonopt (not in
-    ``state``). The flag is kept in ``param_groups`` and state_dicts, which
-    torch's SGD loads (it ignores the key); loading torch's state_dicts keeps
-    this optimizer's own setting.
+    ``state``). The flag appears in ``param_groups`` and state_dicts only when
+    set (torch's SGD loads them and ignores the key; loading torch's keeps this
+    optimizer's own setting), so without it everything is torch's exactly.
     """
 
     kernel_update = staticmethod(sgd_kernels.sgd_update)
@@ -89,8 +89,9 @@ class SGD(FlatOptimizer):
             "foreach": foreach,
             "differentiable": differentiable,
             "fused": fused,
-            "capturable": capturable,
         }
+        if capturable:  # only then: without it, param_groups and repr are torch's exactly
+            defaults["capturable"] = True
         super().__init__(params, defaults)
         check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
 
@@ -102,8 +103,9 @@ class SGD(FlatOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
-            # torch's SGD has no capturable flag: its state_dicts keep this optimizer's own.
-            group.setdefault("capturable", self.defaults.get("capturable", False))
+            if self.defaults.get("capturable"):
+                # torch's SGD has no capturable flag: its state_dicts keep this optimizer's own.
+                group.setdefault("capturable", True)
 
     def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
         # torch checks the first parameter with a gradient, once per optimizer.
@@ -124,12 +126,12 @@ class SGD(FlatOptimizer):
         return {
             "nesterov": bool(group["nesterov"]),
             "maximize": bool(group["maximize"]),
-            "capturable": bool(group["capturable"]),
+            "capturable": bool(group.get("capturable", False)),
         }
 
     def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> SGDHyperparameters:
         # A capturable launch copies tensor values on the device; float() would read them here.
-        value = (lambda v: v) if group["capturable"] else float
+        value = (lambda v: v) if group.get("capturable") else float
         return SGDHyperparameters(
             lr=value(group["lr"]),
             weight_decay=value(group["weight_decay"]),

@@ -77,16 +77,23 @@ def _as(value, kind):
 
 @triton.jit
 def _power(base, exponent):
-    """``base ** exponent`` in fp64 for ``base`` in [0, 1) and ``exponent`` >= 1."""
-    positive = base > 0
-    return tl.where(positive, tl.exp(exponent * tl.log(tl.where(positive, base, 1.0))), 0.0)
+    """``base ** exponent`` in fp64 for a whole ``exponent`` >= 0, by repeated squaring:
+    IEEE multiplies only (at most 2 log2(exponent) of them, a relative error of a few
+    1e-15), where a libdevice ``pow`` or ``exp``/``log`` would bring approximate
+    reciprocals into the build."""
+    result = base * 0 + 1
+    remaining = exponent.to(tl.int64)
+    while remaining > 0:
+        result = tl.where(remaining % 2 == 1, result * base, result)
+        base = base * base
+        remaining = remaining // 2
+    return result
 
 
 @triton.jit
 def _step_scalars(hyperparameters, step):
     """A capturable row's columns as ``_kernel_row`` computes them on the host, for the
-    step count ``step``: the same double arithmetic (``beta ** step`` as ``exp(step *
-    log(beta))``), rounded as torch's for-loop rounds where a tensor hyperparameter
+    step count ``step``: the same double arithmetic (``beta ** step`` by ``_power``), rounded as torch's for-loop rounds where a tensor hyperparameter
     takes part (``adam_scalars``)."""
     weight_decay = tl.load(hyperparameters)
     lr = tl.load(hyperparameters + 1)

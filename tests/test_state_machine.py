@@ -82,3 +82,18 @@ def test_tensor_lr_step_size_is_torchs(cpu_path):
             optimizer.step()
         results.append(param.detach())
     torch.testing.assert_close(*results)
+
+
+@pytest.mark.parametrize(("candidate", "reference", "hyperparameters"), CASES)
+def test_capturable_matches_torch_every_step(candidate, reference, hyperparameters):
+    """The same machine with ``capturable=True`` on the candidate (switched per group by a
+    rule, so state moves between host and device step counts), on the path a CUDA graph
+    captures: the Triton kernels (interpreted on the CPU)."""
+    if DEVICE.type == "cpu" and not tritonopt.kernels_interpreted():
+        pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
+    machine = parity_machine(
+        candidate, reference, hyperparameters=hyperparameters, invariant=assert_flat, device=DEVICE,
+        candidate_flags={"capturable": True},
+    )
+    with tritonopt.cpu_implementation("triton"):
+        run_state_machine_as_test(machine)

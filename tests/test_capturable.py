@@ -260,6 +260,21 @@ def test_capturable_checkpoint_into_non_capturable_and_back(info, cpu_path):
             assert step_device == {DEVICE.type if capturable else "cpu"}
 
 
+def test_bench_captured_columns_measure_or_say_why_not():
+    """``python -m tritonopt.bench --captured``'s columns on one tiny case: numbers for
+    what runs here, a reason for the rest (CUDA graphs on the CPU)."""
+    from tritonopt.bench import captured
+    from tritonopt.bench.cases import default_cases
+
+    case = default_cases(DEVICE.type, quick=True, tiny=True)[0]
+    results = captured.measure(case, DEVICE, repeats=2)
+    assert set(results) == set(captured.COLUMNS)
+    assert results["tritonopt eager"]["host_us"] > 0 and results["torch fused"]["step_ms"] > 0
+    if DEVICE.type == "cpu":
+        assert results["tritonopt replayed"] == "n/a: CUDA graphs need CUDA"
+    assert "tritonopt replayed" in captured.table(case, results)
+
+
 # --- on a GPU --------------------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -362,8 +362,17 @@ def test_capturable_steps_never_synchronize(info):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10, growth_interval=2)
     steps = []
-    optimizer.register_step_pre_hook(lambda *_: steps and torch.cuda.set_sync_debug_mode("error"))
-    optimizer.register_step_post_hook(lambda *_: (torch.cuda.set_sync_debug_mode(previous), steps.append(1)))
+
+    def strict(*_):
+        if steps:  # from the second step on
+            torch.cuda.set_sync_debug_mode("error")
+
+    def relaxed(*_):
+        torch.cuda.set_sync_debug_mode(previous)
+        steps.append(1)
+
+    optimizer.register_step_pre_hook(strict)
+    optimizer.register_step_post_hook(relaxed)
     try:
         for step in range(8):
             optimizer.zero_grad(set_to_none=False)
@@ -393,20 +402,20 @@ def test_reduce_overhead_training_step_matches_eager(info):
 
     @torch.compile(mode="reduce-overhead")
     def train_step(x):
+        optimizer.zero_grad()
         loss = model(x).square().mean()
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
-        return loss.detach()
+        return loss
 
     try:
         for step in range(6):
             x = torch.randn(16, 32, generator=torch.Generator().manual_seed(step)).cuda()
+            eager.zero_grad()
             eager_loss = eager_model(x).square().mean()
             eager_loss.backward()
             eager.step()
-            eager.zero_grad(set_to_none=False)
-            loss = train_step(x).clone()
+            loss = train_step(x).detach().clone()
             torch.testing.assert_close(loss, eager_loss.detach(), msg=lambda m, s=step: f"loss at step {s}\n{m}")
             for p, q in zip(eager_model.parameters(), model.parameters()):
                 torch.testing.assert_close(q.detach(), p.detach(), msg=lambda m, s=step: f"step {s}\n{m}")

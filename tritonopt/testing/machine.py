@@ -66,7 +66,6 @@ def parity_machine(
     invariant: Invariant | None = None,
     nonfinite: bool = False,
     device: str | torch.device = "cpu",
-    candidate_flags: dict | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine class comparing ``candidate`` with ``reference`` (run it with
     ``hypothesis.stateful.run_state_machine_as_test``).
@@ -76,11 +75,7 @@ def parity_machine(
     change; ``dtypes`` are the parameter dtypes drawn (several may share a
     group); ``invariant(candidate_optimizer, context)`` is an extra check after
     every step that did not raise; ``nonfinite`` lets assigned gradients carry inf and NaN.
-    ``candidate_flags`` (e.g. ``{"capturable": True}``) are implementation flags given
-    to the candidate only: a rule switches them per group, state_dicts loaded into
-    the reference lose them and those loaded into the candidate keep its own.
     """
-    flags = candidate_flags or {}
     index = st.integers(0, MAX_PARAMS - 1)
 
     class Parity(RuleBasedStateMachine):
@@ -103,9 +98,7 @@ def parity_machine(
             grouped = {i for indices in self.layout for i in indices}
             self.held_back = [i for i in range(len(params)) if i not in grouped]
             self.defaults = defaults
-            self.candidate = candidate(
-                self._groups(self.candidate_params, group_overrides), **copy.deepcopy(defaults), **flags
-            )
+            self.candidate = candidate(self._groups(self.candidate_params, group_overrides), **copy.deepcopy(defaults))
             self.reference = reference(self._groups(self.reference_params, group_overrides), **copy.deepcopy(defaults))
             self.steps = 0
 
@@ -218,25 +211,10 @@ def parity_machine(
             position = {id(p): i for i, p in enumerate(source_params)}
             groups = [{"params": [target_params[position[id(p)]] for p in g["params"]]} for g in source.param_groups]
             target_factory = candidate if target_name == "candidate" else reference
-            target_flags = flags if target_name == "candidate" else {}
-            rebuilt = target_factory(groups, **copy.deepcopy(self.defaults), **target_flags)
-            saved = copy.deepcopy(source.state_dict())
-            for group, old_group in zip(saved["param_groups"], getattr(self, target_name).param_groups):
-                for key in flags:  # the target keeps its own implementation flags
-                    group.pop(key, None)
-                    if key in old_group:
-                        group[key] = old_group[key]
-            rebuilt.load_state_dict(saved)
+            rebuilt = target_factory(groups, **copy.deepcopy(self.defaults))
+            rebuilt.load_state_dict(copy.deepcopy(source.state_dict()))
             setattr(self, target_name, rebuilt)
             assert_optimizers_match(self.reference, self.candidate, f"after {direction} at step {self.steps}")
-
-        @precondition(lambda self: flags)
-        @rule(group=st.integers(0, MAX_PARAMS), on=st.booleans())
-        def switch_candidate_flags(self, group, on):
-            """The candidate's flags switched on one group: its state carries over."""
-            group = self.candidate.param_groups[group % len(self.candidate.param_groups)]
-            for key, value in flags.items():
-                group[key] = value if on else type(value)()
 
         @rule(i=index)
         def replace_storage(self, i):

@@ -7,6 +7,8 @@ state_dict round trips and replaced storage, compared with torch after every
 step. tritonopt adds one invariant: after a step, each group's state of one
 dtype lives in one flat buffer per key, while parameters and gradients stay in
 storage of their own. The cases come from the optimizer table (``optimizers.py``).
+The same machine also runs with ``capturable=True`` on the candidate and one more
+rule, which switches it per group.
 """
 
 import pytest

@@ -31,6 +31,8 @@ FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
 # The tables a launch reads (kernels/_blocks.py): storage addresses come from them, not from arguments.
 TABLE_POINTERS = {"blocks_ptr": "*i64", "tensors_ptr": "*i64", "hyperparameters_ptr": "*fp64"}
 # What the runtime gives an aligned tensor or a multiple-of-16 int (``backend.parse_attr("D")``).
+# Constexprs that are not boolean switches: the block size and the storage dtypes.
+NOT_SWITCHES = ("BLOCK_SIZE", "ELEMENT", "STEP_ELEMENT")
 DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 _COMPILED_PACKAGE = "_tritonopt_kernels_compiled"
 
@@ -103,7 +105,7 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
                 and kernel.__name__.endswith("_kernel")
             ):
                 continue
-            switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in ("BLOCK_SIZE", "ELEMENT")]
+            switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in NOT_SWITCHES]
             for index, values in enumerate(itertools.product([False, True], repeat=len(switches))):
                 flags = tuple(zip(switches, values))
                 if every_dtype:
@@ -147,6 +149,8 @@ def compile_ptx(variant: KernelVariant, capability: int) -> str:
     kernel = variant.kernel
     element = getattr(tl, variant.dtype)
     constexprs = dict(variant.flags, BLOCK_SIZE=variant.config.block_size, ELEMENT=element)
+    if "STEP_ELEMENT" in kernel.arg_names:
+        constexprs["STEP_ELEMENT"] = tl.float32  # the step counts' dtype (float64 only under a float64 default dtype)
     signature, attrs = {}, {}
     for index, param in enumerate(kernel.params):
         if param.is_constexpr:

@@ -5,8 +5,9 @@ shards, in ZeRO's or DDP's buckets, in gradients autograd just allocated. The
 host describes them in two int64 tables on their device:
 
 * the tensor table, one row per tensor: the address of each of its buffers
-  (parameter, gradient, state, ...) and the row of the hyperparameter table
-  that applies to it;
+  (parameter, gradient, state, ...), optionally its random stream (an integer
+  that tells its stochastic rounding apart from other tensors'), and the row of
+  the hyperparameter table that applies to it;
 * the block table, one row per program: its tensor, first element, element
   count, and whether it takes the vector path. A tensor whose buffers all start
   on 16 bytes gets vector blocks over its first ``numel - numel % VECTOR``
@@ -95,8 +96,9 @@ class BlockTable:
     """The device tables of one launch, kept between steps and rebuilt only on change.
 
     ``update`` takes the launch's buffers (one list per table column, equal
-    lengths), each tensor's hyperparameter row, and the hyperparameter rows
-    themselves (tuples of floats); it returns ``(blocks, tensors, hyperparameters)``
+    lengths), each tensor's hyperparameter row, the hyperparameter rows
+    themselves (tuples of floats) and optionally each tensor's random stream
+    (a column before the row); it returns ``(blocks, tensors, hyperparameters)``
     on the tensors' device.
     """
 
@@ -114,14 +116,16 @@ class BlockTable:
         rows: Sequence[int],
         hyperparameters: Sequence[tuple[float, ...]],
         block_size: int,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = buffers[0][0].device
         addresses = [_addresses(column) for column in buffers]
         numels = list(map(torch.Tensor.numel, buffers[0]))
-        key = (addresses, list(rows), numels, block_size, device)
+        integers = [list(rows)] if streams is None else [list(streams), list(rows)]
+        key = (addresses, integers, numels, block_size, device)
         if key != self._key:
-            host = torch.tensor([*addresses, list(rows)], dtype=torch.int64).T.contiguous()
-            aligned = (host[:, :-1] % 16 == 0).all(dim=1)
+            host = torch.tensor([*addresses, *integers], dtype=torch.int64).T.contiguous()
+            aligned = (host[:, : len(addresses)] % 16 == 0).all(dim=1)
             layout_key = (numels, aligned.tolist(), block_size)
             if layout_key != self._layout_key:
                 self.blocks = _to_device(_block_rows(torch.tensor(numels), aligned, block_size), device)

@@ -10,6 +10,7 @@ import triton.language as tl
 from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block
 from ._elementwise import divide, hyperparameter, load_upcast, square_root, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
+from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
 
 
 class AdamHyperparameters(NamedTuple):
@@ -23,6 +24,8 @@ class AdamHyperparameters(NamedTuple):
     eps: float
     weight_decay: float
     step: float
+    seed: int = 0  # stochastic rounding's random stream: its key and position
+    rounding_step: int = 0
 
 
 def adam_scalars(row: AdamHyperparameters) -> tuple[float, float, float]:
@@ -37,29 +40,31 @@ def adam_scalars(row: AdamHyperparameters) -> tuple[float, float, float]:
 
 def _kernel_row(row: AdamHyperparameters) -> tuple[float, ...]:
     """A hyperparameter-table row, the columns ``_adam_kernel`` reads: weight_decay,
-    1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**step), eps and
-    -lr / (1 - beta1**step)."""
+    1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**step), eps,
+    -lr / (1 - beta1**step) and the random stream (seed low and high word, position)."""
     decay_factor, neg_step_size, bias_correction2_sqrt = adam_scalars(row)
     beta1, beta2 = float(row.beta1), float(row.beta2)
     return (
         float(row.weight_decay), decay_factor, 1 - beta1, beta2, 1 - beta2,
-        bias_correction2_sqrt, float(row.eps), neg_step_size,
+        bias_correction2_sqrt, float(row.eps), neg_step_size, *random_stream_columns(row.seed, row.rounding_step),
     )
 
 
 @triton.jit
 def _adam_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-    ELEMENT: tl.constexpr, DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
+    ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr,
+    DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        6, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        8, 11, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
+    param = load_param(param, row, 5, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
-    exp_avg_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
-    exp_avg_sq_ptr = buffer_pointer(row, 3, first, ELEMENT, VECTOR)
+    exp_avg_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
+    exp_avg_sq_ptr = buffer_pointer(row, 3, first, STATE_ELEMENT, VECTOR)
     weight_decay = hyperparameter(hyperparameters, compute_dtype)
     if weight_decay != 0:
         if DECOUPLED_WEIGHT_DECAY:
@@ -80,7 +85,7 @@ def _adam_block(
     exp_avg_sq = exp_avg_sq * beta2 + grad_sq_weight * grad * grad
     store_rounded(exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
     if AMSGRAD:
-        max_exp_avg_sq_ptr = buffer_pointer(row, 4, first, ELEMENT, VECTOR)
+        max_exp_avg_sq_ptr = buffer_pointer(row, 4, first, STATE_ELEMENT, VECTOR)
         exp_avg_sq = tl.maximum(load_upcast(max_exp_avg_sq_ptr, offsets, mask), exp_avg_sq)
         store_rounded(max_exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
 
@@ -88,7 +93,10 @@ def _adam_block(
     eps = hyperparameter(hyperparameters + 6, compute_dtype)
     denom = divide(square_root(exp_avg_sq), bias_correction2_sqrt) + eps
     neg_step_size = hyperparameter(hyperparameters + 7, compute_dtype)
-    store_rounded(param_ptr, offsets, param + divide(neg_step_size * exp_avg, denom), mask)
+    store_param(
+        param_ptr, param + divide(neg_step_size * exp_avg, denom), row, 5, 6, hyperparameters + 8, first,
+        offsets, mask, ELEMENT, ROUNDING, VECTOR,
+    )
 
 
 @triton.jit
@@ -99,6 +107,8 @@ def _adam_kernel(
     grad_scale_ptr,
     found_inf_ptr,
     ELEMENT: tl.constexpr,
+    STATE_ELEMENT: tl.constexpr,
+    ROUNDING: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
     AMSGRAD: tl.constexpr,
     MAXIMIZE: tl.constexpr,
@@ -108,11 +118,14 @@ def _adam_kernel(
 ):
     """One Adam(W) step over one block of one tensor; the block table says which.
 
-    Each tensor row holds the addresses of a parameter, its gradient, ``exp_avg``,
-    ``exp_avg_sq`` and (when ``AMSGRAD``) ``max_exp_avg_sq``, all of storage dtype
-    ``ELEMENT``, and its hyperparameter row (see ``_kernel_row``). The update is
-    torch's ``_single_tensor_adam`` for tensors sharing one step count, computed
-    in fp32 (fp64 for float64) and rounded once per buffer:
+    Each tensor row holds the addresses of a parameter and its gradient (storage
+    dtype ``ELEMENT``), ``exp_avg``, ``exp_avg_sq`` and (when ``AMSGRAD``)
+    ``max_exp_avg_sq`` (dtype ``STATE_ELEMENT``), its compensation (``ROUNDING ==
+    KAHAN``; ``ELEMENT``), its random stream and its hyperparameter row (see
+    ``_kernel_row``). The update is torch's ``_single_tensor_adam`` for tensors
+    sharing one step count, computed in fp32 (fp64 for float64) and rounded once
+    per buffer, the parameter in ``ROUNDING``'s way (``_rounding``; with Kahan,
+    ``param`` below is parameter plus compensation):
 
         g = grad / grad_scale                                  if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -131,13 +144,13 @@ def _adam_kernel(
     """
     if is_vector_block(blocks_ptr):
         _adam_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
-            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
         )
     else:
         _adam_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
-            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
         )
 
 
@@ -147,12 +160,16 @@ def adam_update(
     exp_avgs: Sequence[torch.Tensor],
     exp_avg_sqs: Sequence[torch.Tensor],
     max_exp_avg_sqs: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[AdamHyperparameters],
     decoupled_weight_decay: bool,
     amsgrad: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: BlockTable | None = None,
@@ -163,14 +180,19 @@ def adam_update(
     float dtype and device with identical strides) takes step number
     ``hyperparameters[rows[i]].step`` (counted from 1). ``max_exp_avg_sqs`` is
     required with ``amsgrad``. GradScaler's ``grad_scale`` and ``found_inf`` and
-    ``table`` are as in ``sgd_update``.
+    ``table``, ``rounding``, ``compensations``, ``streams`` and ``state_dtype``
+    (of ``exp_avgs`` and the other moments) are as in ``sgd_update``.
     """
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("adam_update: amsgrad needs max_exp_avg_sqs")
-    buffers = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params)
+    mode = rounding_mode(rounding, params[0].dtype)
+    buffers = (
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params,
+        kahan_buffers(mode, compensations, params),
+    )
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
     blocks, tensors, table_rows = (table or BlockTable()).update(
-        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size
+        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size, streams or [0] * len(params)
     )
     if blocks.shape[0] == 0:
         return
@@ -180,6 +202,8 @@ def adam_update(
         table_rows,
         *scaling_arguments(table_rows, grad_scale, found_inf),
         ELEMENT=triton_dtype(params[0].dtype),
+        STATE_ELEMENT=triton_dtype(state_dtype or params[0].dtype),
+        ROUNDING=mode,
         DECOUPLED_WEIGHT_DECAY=decoupled_weight_decay,
         AMSGRAD=amsgrad,
         MAXIMIZE=maximize,

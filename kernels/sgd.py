@@ -10,6 +10,7 @@ import triton.language as tl
 from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block
 from ._elementwise import hyperparameter, load_upcast, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
+from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
 
 
 class SGDHyperparameters(NamedTuple):
@@ -20,30 +21,38 @@ class SGDHyperparameters(NamedTuple):
     momentum: float
     dampening: float
     first_step: bool
+    seed: int = 0  # stochastic rounding's random stream: its key and position
+    rounding_step: int = 0
 
 
 def _kernel_row(row: SGDHyperparameters) -> tuple[float, ...]:
     """A hyperparameter-table row: lr, weight_decay, momentum, 1 - dampening (in
-    double, as torch computes it) and first_step, the columns ``_sgd_kernel`` reads."""
-    return (float(row.lr), float(row.weight_decay), float(row.momentum), 1.0 - float(row.dampening), float(row.first_step))
+    double, as torch computes it), first_step and the random stream (seed low and
+    high word, position), the columns ``_sgd_kernel`` reads."""
+    return (
+        float(row.lr), float(row.weight_decay), float(row.momentum), 1.0 - float(row.dampening),
+        float(row.first_step), *random_stream_columns(row.seed, row.rounding_step),
+    )
 
 
 @triton.jit
 def _sgd_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-    ELEMENT: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
-    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
+    ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
+    NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        4, 5, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        6, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
+    param = load_param(param, row, 3, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
     weight_decay = hyperparameter(hyperparameters + 1, compute_dtype)
     if weight_decay != 0:
         grad = tl.fma(param, weight_decay, grad)
     if HAS_MOMENTUM:
-        momentum_buffer_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
+        momentum_buffer_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
         momentum = hyperparameter(hyperparameters + 2, compute_dtype)
         if tl.load(hyperparameters + 4) != 0:  # first step: the buffer starts as the gradient
             momentum_buffer = grad
@@ -57,7 +66,10 @@ def _sgd_block(
         else:
             grad = momentum_buffer
     lr = hyperparameter(hyperparameters, compute_dtype)
-    store_rounded(param_ptr, offsets, tl.fma(grad, -lr, param), mask)
+    store_param(
+        param_ptr, tl.fma(grad, -lr, param), row, 3, 4, hyperparameters + 5, first, offsets, mask,
+        ELEMENT, ROUNDING, VECTOR,
+    )
 
 
 @triton.jit
@@ -68,6 +80,8 @@ def _sgd_kernel(
     grad_scale_ptr,
     found_inf_ptr,
     ELEMENT: tl.constexpr,
+    STATE_ELEMENT: tl.constexpr,
+    ROUNDING: tl.constexpr,
     HAS_MOMENTUM: tl.constexpr,
     NESTEROV: tl.constexpr,
     MAXIMIZE: tl.constexpr,
@@ -77,11 +91,14 @@ def _sgd_kernel(
 ):
     """One SGD step over one block of one tensor; the block table says which.
 
-    Each tensor row holds the addresses of a parameter, its gradient and (when
-    ``HAS_MOMENTUM``) its momentum buffer, all of storage dtype ``ELEMENT``, and
-    its hyperparameter row (lr, weight_decay, momentum, 1 - dampening,
-    first_step as float64). The update is torch's ``_single_tensor_sgd``
-    computed in fp32 (fp64 for float64) and rounded once on store:
+    Each tensor row holds the addresses of a parameter and its gradient (storage
+    dtype ``ELEMENT``), its momentum buffer (when ``HAS_MOMENTUM``; dtype
+    ``STATE_ELEMENT``) and compensation (``ROUNDING == KAHAN``; ``ELEMENT``), its
+    random stream and its hyperparameter row (lr, weight_decay, momentum,
+    1 - dampening, first_step, seed low, seed high, stream position as float64).
+    The update is torch's ``_single_tensor_sgd`` computed in fp32 (fp64 for
+    float64) and rounded once on store, the parameter in ``ROUNDING``'s way
+    (``_rounding``; with Kahan, ``param`` below is parameter plus compensation):
 
         g = grad / grad_scale                            if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -98,13 +115,13 @@ def _sgd_kernel(
     """
     if is_vector_block(blocks_ptr):
         _sgd_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
         )
     else:
         _sgd_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
         )
 
 
@@ -112,11 +129,15 @@ def sgd_update(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
     momentum_buffers: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[SGDHyperparameters],
     nesterov: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: BlockTable | None = None,
@@ -131,14 +152,21 @@ def sgd_update(
     float32 tensors: gradients are divided by ``grad_scale`` (and left unscaled),
     and nothing changes when ``found_inf`` is nonzero. ``table`` keeps the
     device tables between calls with the same tensors.
+
+    ``rounding`` says how 16-bit parameters are stored (``_rounding``):
+    ``"kahan"`` needs ``compensations`` (the parameters' dtype and layout),
+    ``"stochastic"`` reads each tensor's ``streams`` entry and its row's seed and
+    ``rounding_step``. ``state_dtype`` is the momentum buffers' dtype (None: the
+    parameters').
     """
     has_momentum = momentum_buffers is not None
     if has_momentum == any(row.momentum == 0 for row in hyperparameters):
         raise ValueError("sgd_update: momentum_buffers must be given exactly when every row has momentum")
-    buffers = (params, grads, momentum_buffers if has_momentum else params)
+    mode = rounding_mode(rounding, params[0].dtype)
+    buffers = (params, grads, momentum_buffers if has_momentum else params, kahan_buffers(mode, compensations, params))
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
     blocks, tensors, table_rows = (table or BlockTable()).update(
-        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size
+        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size, streams or [0] * len(params)
     )
     if blocks.shape[0] == 0:
         return
@@ -148,6 +176,8 @@ def sgd_update(
         table_rows,
         *scaling_arguments(table_rows, grad_scale, found_inf),
         ELEMENT=triton_dtype(params[0].dtype),
+        STATE_ELEMENT=triton_dtype(state_dtype or params[0].dtype),
+        ROUNDING=mode,
         HAS_MOMENTUM=has_momentum,
         NESTEROV=has_momentum and nesterov,
         MAXIMIZE=maximize,

@@ -26,7 +26,7 @@ from torch.autograd.profiler import record_function
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
-from . import _backend, _fallback
+from . import _backend, _fallback, _storage
 from ._bucket import Bucket, is_dense, local, real
 from .kernels._blocks import BlockTable
 
@@ -46,6 +46,7 @@ class _Launch:
     state: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     rows: list[int] = field(default_factory=list)
     hyperparameters: list[NamedTuple] = field(default_factory=list)
+    streams: list[int] = field(default_factory=list)
 
 
 class FlatOptimizer(Optimizer):
@@ -104,6 +105,7 @@ class FlatOptimizer(Optimizer):
         group = self.param_groups[-1]
         params = [] if group.get("differentiable") else _fallback.split(group)[0]
         try:
+            _storage.check_group(group)
             _check_params(params)
         except (TypeError, ValueError):
             self.param_groups.pop()
@@ -164,6 +166,7 @@ class FlatOptimizer(Optimizer):
             # torch updates group by group: when a group raises, the groups before it
             # have taken their step. So do they here, in one launch.
             self._launch(prepared)
+            _storage.advance_random_streams(group for group, *_ in prepared)
 
     def _torch_update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         """torch's own step for ``params`` of ``group``, with autograd on as torch's
@@ -205,6 +208,10 @@ class FlatOptimizer(Optimizer):
             and len(params) == len(known)
             and all(map(is_, params, known))
             and all(bucket.follow() for bucket in buckets)
+            and all(
+                bucket.state_dtypes == _storage.state_dtypes(group, self.state_buffer_keys, bucket.dtype)
+                for bucket in buckets
+            )
         ):
             return buckets
         kernel_params, torch_params = _fallback.split(group)
@@ -213,8 +220,13 @@ class FlatOptimizer(Optimizer):
         for p in kernel_params:
             by_device_dtype.setdefault((p.device, p.dtype), []).append(p)
         entries = self._state_entries()
-        buckets = [Bucket(bucket_params) for bucket_params in by_device_dtype.values()]
+        streams = _storage.stream_ids(self.param_groups, index)
+        buckets = [
+            Bucket(bucket_params, _storage.state_dtypes(group, self.state_buffer_keys, bucket_params[0].dtype))
+            for bucket_params in by_device_dtype.values()
+        ]
         for bucket in buckets:
+            bucket.streams = [streams[id(p)] for p in bucket.params]
             self._adopt_state(bucket, entries)
         self._buckets[index] = buckets
         self._group_params[index] = list(params)
@@ -302,7 +314,7 @@ class FlatOptimizer(Optimizer):
             bucket.checked_grads = grads if kernel_grads is dense else []
             grads = bucket.kernel_grads = kernel_grads
             bucket.has_grad = has_grad
-        keys = self._state_buffers(group)
+        keys = _storage.bucket_keys(self._state_buffers(group), group, bucket.dtype)
         no_fresh = [False] * len(has_grad)
         if not (keys or self.counts_steps):
             return grads, has_grad, no_fresh, sparse
@@ -325,6 +337,10 @@ class FlatOptimizer(Optimizer):
                 if self.counts_steps:
                     entry["step"] = bucket.step_view(index).zero_()
             else:
+                if "compensation" in keys and entry.get("compensation") is None:
+                    # What rounding lost starts at zero: state from torch, or from nearest rounding.
+                    entry["compensation"] = bucket.state_views("compensation")[index]
+                    local(entry["compensation"]).zero_()
                 missing = [key for key in step_keys if key not in entry]
                 if missing:
                     raise KeyError(missing[0])  # torch's state lookup raises the same
@@ -344,8 +360,8 @@ class FlatOptimizer(Optimizer):
         """Append the bucket's parameters with a gradient to their launch, with their rows."""
         if not any(has_grad):
             return
-        keys = self._state_buffers(group)
-        switches = self._switches(group)
+        keys = _storage.bucket_keys(self._state_buffers(group), group, bucket.dtype)
+        switches = self._switches(group) | _storage.switches(group, bucket)
         dtype = bucket.kernel_params[0].dtype
         key = (bucket.device, dtype, tuple(switches.items()), keys)
         launch = launches.get(key)
@@ -356,8 +372,11 @@ class FlatOptimizer(Optimizer):
         if all(has_grad) and not any(fresh) and (not self.counts_steps or steps.count(steps[0]) == len(steps)):
             # The steady state: the whole bucket, one row, C-level list extensions.
             row = len(launch.hyperparameters)
-            launch.hyperparameters.append(self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
+            launch.hyperparameters.append(
+                _storage.with_random_stream(group, self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
+            )
             launch.params.extend(bucket.kernel_params)
+            launch.streams.extend(bucket.streams)
             launch.grads.extend(grads)
             for k in keys:
                 launch.state[k].extend(bucket.kernel_views[k])
@@ -366,10 +385,11 @@ class FlatOptimizer(Optimizer):
         for grad, is_fresh, step in zip(has_grad, fresh, steps):
             if grad and (is_fresh, step) not in rows:
                 rows[is_fresh, step] = len(launch.hyperparameters)
-                launch.hyperparameters.append(self._hyperparameters(group, is_fresh, step))
+                launch.hyperparameters.append(_storage.with_random_stream(group, self._hyperparameters(group, is_fresh, step)))
             if grad:
                 launch.rows.append(rows[is_fresh, step])
         launch.params.extend(compress(bucket.kernel_params, has_grad))
+        launch.streams.extend(compress(bucket.streams, has_grad))
         launch.grads.extend(compress(grads, has_grad))
         for k in keys:
             launch.state[k].extend(compress(bucket.kernel_views[k], has_grad))
@@ -391,6 +411,7 @@ class FlatOptimizer(Optimizer):
                 rows=launch.rows,
                 hyperparameters=launch.hyperparameters,
                 **launch.switches,
+                streams=launch.streams,
                 grad_scale=_on(grad_scale, launch.device),
                 found_inf=_on(found_inf, launch.device),
                 table=self._tables.setdefault(key, BlockTable()),

@@ -123,8 +123,18 @@ class FlatOptimizer(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's; the loaded state is checked against the parameters before anything
         changes, then copied into tritonopt's state buffers."""
-        self._check_loaded_state(state_dict)
+        params = self._check_loaded_state(state_dict)
         super().load_state_dict(state_dict)
+        # torch casts loaded state to the parameter's dtype; state kept in another dtype
+        # (``state_dtype``) is taken as saved instead, and rounded once into its buffer.
+        groups = {id(p): group for group in self.param_groups for p in group["params"]}
+        for saved_id, entry in state_dict.get("state", {}).items():
+            p = params.get(saved_id)
+            if p is None or not isinstance(entry, dict) or groups[id(p)].get("state_dtype") is None:
+                continue
+            for key in self.state_buffer_keys:
+                if isinstance(entry.get(key), torch.Tensor) and key != "compensation":
+                    self.state[p][key] = entry[key].to(device=p.device)
         for index in range(len(self.param_groups)):
             self._group_buckets(index)
 
@@ -269,13 +279,14 @@ class FlatOptimizer(Optimizer):
                     local(view).copy_(local(value))
                 entry[key] = view
 
-    def _check_loaded_state(self, state_dict: dict[str, Any]) -> None:
-        """Per-element state of a parameter's shape, checked as torch maps saved ids to parameters."""
+    def _check_loaded_state(self, state_dict: dict[str, Any]) -> dict[Any, torch.Tensor]:
+        """Per-element state of a parameter's shape, checked as torch maps saved ids to
+        parameters; returns that map."""
         saved_groups = state_dict.get("param_groups", [])
         if len(saved_groups) != len(self.param_groups) or any(
             len(saved["params"]) != len(group["params"]) for saved, group in zip(saved_groups, self.param_groups)
         ):
-            return  # torch raises its own error for this
+            return {}  # torch raises its own error for this
         params = dict(
             zip(
                 chain.from_iterable(saved["params"] for saved in saved_groups),
@@ -287,6 +298,7 @@ class FlatOptimizer(Optimizer):
                 for key in self.state_buffer_keys:
                     if entry.get(key) is not None:
                         _check_state_tensor(key, entry[key], params[saved_id])
+        return params
 
     def _prepare_bucket(
         self, group: dict[str, Any], bucket: Bucket, entries: dict[int, dict[str, Any]]

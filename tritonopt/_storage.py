@@ -102,3 +102,34 @@ def stream_ids(param_groups: list[dict[str, Any]], index: int) -> dict[int, int]
     optimizer's parameters, the same in a resumed optimizer built alike."""
     start = sum(len(group["params"]) for group in param_groups[:index])
     return {id(p): start + position for position, p in enumerate(param_groups[index]["params"])}
+
+
+GROUP_KEYS = ("rounding", "state_dtype", "seed", "rounding_step")
+STATE_KEYS = ("compensation",)
+
+
+def for_torch(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a tritonopt ``state_dict`` without what torch's optimizers do not know
+    (compensation buffers; rounding, state dtype and random stream of the groups),
+    warning which keys it dropped. torch's ``load_state_dict`` would keep them
+    silently, never read them, and save them again."""
+    import warnings
+
+    dropped = set()
+    state = {}
+    for index, entry in state_dict["state"].items():
+        dropped.update(key for key in STATE_KEYS if key in entry)
+        state[index] = {key: value for key, value in entry.items() if key not in STATE_KEYS}
+    groups = []
+    for group in state_dict["param_groups"]:
+        dropped.update(key for key in GROUP_KEYS if key in group)
+        groups.append({key: value for key, value in group.items() if key not in GROUP_KEYS})
+    if dropped:
+        order = STATE_KEYS + GROUP_KEYS
+        warnings.warn(
+            f"for_torch: dropped tritonopt's {', '.join(k for k in order if k in dropped)} "
+            "(torch's optimizers do not use them)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return {**state_dict, "state": state, "param_groups": groups}

@@ -7,8 +7,8 @@ what rounding lost in a compensation buffer of the parameter's dtype, added back
 before the next update). ``tritonopt/_rounding.py`` is the same arithmetic in
 torch for the CPU path, bit for bit.
 
-The random bits of stochastic rounding are Philox4x32-10 (``tl.philox_impl``,
-what ``tl.randint`` runs) keyed by a 64-bit seed, with the counter (element
+The random bits of stochastic rounding are Philox4x32-10 (the rounds of
+``tl.philox_impl``, what ``tl.randint`` runs) keyed by a 64-bit seed, with the counter (element
 index low and high word, the tensor's stream, the stream position): reproducible
 from the seed, different for every element, tensor and step.
 """
@@ -24,6 +24,15 @@ STOCHASTIC = 1
 KAHAN = 2
 ROUNDING_MODES = {"nearest": NEAREST, "stochastic": STOCHASTIC, "kahan": KAHAN}
 PHILOX_ROUNDS = 10
+# The same values as globals a compiled @triton.jit function may read.
+_STOCHASTIC = tl.constexpr(STOCHASTIC)
+_KAHAN = tl.constexpr(KAHAN)
+_PHILOX_ROUNDS = tl.constexpr(PHILOX_ROUNDS)
+# Philox4x32's multipliers and key increments (as triton.language.random has them).
+_ROUND_A = tl.constexpr(0xD2511F53)
+_ROUND_B = tl.constexpr(0xCD9E8D57)
+_KEY_A = tl.constexpr(0x9E3779B9)
+_KEY_B = tl.constexpr(0xBB67AE85)
 
 
 @triton.jit
@@ -35,8 +44,19 @@ def random_bits(index, stream, position, seed_lo, seed_hi):
     c1 = (index >> 32).to(tl.uint32)
     c2 = zero + stream.to(tl.uint32)
     c3 = zero + position.to(tl.uint32)
-    bits, _, _, _ = tl.philox_impl(c0, c1, c2, c3, seed_lo.to(tl.uint32), seed_hi.to(tl.uint32), PHILOX_ROUNDS)
-    return bits
+    k0 = seed_lo.to(tl.uint32)
+    k1 = seed_hi.to(tl.uint32)
+    # tl.philox_impl's rounds, written here: a helper of triton's own is decorated once,
+    # when triton is imported, and so cannot serve both an interpreted and a compiled copy.
+    for _ in tl.static_range(_PHILOX_ROUNDS):
+        previous_c0, previous_c2 = c0, c2
+        c0 = tl.umulhi(_ROUND_B, previous_c2) ^ c1 ^ k0
+        c2 = tl.umulhi(_ROUND_A, previous_c0) ^ c3 ^ k1
+        c1 = tl.mul(_ROUND_B, previous_c2, sanitize_overflow=False)
+        c3 = tl.mul(_ROUND_A, previous_c0, sanitize_overflow=False)
+        k0 = tl.add(k0, _KEY_A, sanitize_overflow=False)
+        k1 = tl.add(k1, _KEY_B, sanitize_overflow=False)
+    return c0
 
 
 @triton.jit
@@ -54,7 +74,7 @@ def stochastic_round_to_bfloat16(values, bits):
 def load_param(param, row, compensation_column: tl.constexpr, first, offsets, mask,
                ELEMENT: tl.constexpr, ROUNDING: tl.constexpr, VECTOR: tl.constexpr):
     """The parameter as the update reads it: with ``KAHAN``, plus its compensation (exact in fp32)."""
-    if ROUNDING == KAHAN:
+    if ROUNDING == _KAHAN:
         compensation_ptr = tl.load(row + compensation_column).to(tl.pointer_type(ELEMENT)) + first
         if VECTOR:
             compensation_ptr = tl.multiple_of(compensation_ptr, 16)
@@ -72,14 +92,14 @@ def store_param(param_ptr, values, row, compensation_column: tl.constexpr, strea
     and stream position, float64 integers; the tensor's stream is the tensor row's
     ``stream_column``.
     """
-    if ROUNDING == STOCHASTIC:
+    if ROUNDING == _STOCHASTIC:
         stream = tl.load(row + stream_column)
         seed_lo = tl.load(random_stream).to(tl.int64)
         seed_hi = tl.load(random_stream + 1).to(tl.int64)
         position = tl.load(random_stream + 2).to(tl.int64)
         bits = random_bits(first + offsets, stream, position, seed_lo, seed_hi)
         tl.store(param_ptr + offsets, stochastic_round_to_bfloat16(values, bits), mask=mask)
-    elif ROUNDING == KAHAN:
+    elif ROUNDING == _KAHAN:
         stored = round_to_nearest(values, ELEMENT)
         compensation_ptr = tl.load(row + compensation_column).to(tl.pointer_type(ELEMENT)) + first
         if VECTOR:

@@ -1,7 +1,7 @@
 """The rounding modes of ``tritonopt.kernels._rounding`` in torch, for the CPU path.
 
 Same bits as the kernels: Philox4x32-10 in int64 arithmetic (each 32-bit word
-held in an int64, products split into 16-bit halves so nothing overflows),
+held in an int64),
 stochastic rounding by adding 16 random bits below bf16's mantissa, and Kahan's
 split of an fp32 result into a rounded parameter and a rounded compensation.
 """
@@ -17,27 +17,24 @@ _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
 
 
-def _multiply(constant: int, word: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The high and low 32-bit words of ``constant * word`` (both below 2**32)."""
-    high_half = (constant >> 16) * word  # below 2**48
-    low_half = (constant & 0xFFFF) * word
-    high = (high_half + (low_half >> 16)) >> 16
-    low = (((high_half & 0xFFFF) << 16) + low_half) & _WORD
-    return high, low
-
-
 def random_bits(index: torch.Tensor, stream: int, position: int, seed: int) -> torch.Tensor:
     """Philox4x32-10's first word (int64 holding a uint32) for counters ``(index low,
-    index high, stream, position)`` and key ``seed``, as ``kernels._rounding.random_bits``."""
+    index high, stream, position)`` and key ``seed``, as ``kernels._rounding.random_bits``.
+
+    A product of two 32-bit words fills 64 bits: int64 multiplication keeps them as the
+    two's-complement bit pattern (``tests/test_rounding.py`` checks the words against
+    ``tl.randint``), so the high word is ``(product >> 32) & 0xFFFFFFFF``.
+    """
     seed &= 0xFFFFFFFFFFFFFFFF
     c0, c1 = index & _WORD, index >> 32
     c2 = torch.full_like(index, stream & _WORD)
     c3 = torch.full_like(index, position & _WORD)
     k0, k1 = seed & _WORD, seed >> 32
     for _ in range(PHILOX_ROUNDS):
-        high_b, low_b = _multiply(_ROUND_B, c2)
-        high_a, low_a = _multiply(_ROUND_A, c0)
-        c0, c1, c2, c3 = high_b ^ c1 ^ k0, low_b, high_a ^ c3 ^ k1, low_a
+        product_b, product_a = c2 * _ROUND_B, c0 * _ROUND_A
+        c0 = (product_b >> 32).bitwise_and_(_WORD).bitwise_xor_(c1).bitwise_xor_(k0)
+        c2 = (product_a >> 32).bitwise_and_(_WORD).bitwise_xor_(c3).bitwise_xor_(k1)
+        c1, c3 = product_b.bitwise_and_(_WORD), product_a.bitwise_and_(_WORD)
         k0, k1 = (k0 + _KEY_A) & _WORD, (k1 + _KEY_B) & _WORD
     return c0
 

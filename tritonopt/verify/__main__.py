@@ -103,11 +103,16 @@ def _rounding_report(args, argv) -> int:
     from . import precision
 
     steps = args.steps if "--steps" in (argv or sys.argv) else 300
-    results = precision.compare(steps=steps, trajectory_steps=min(steps, 100), seed=args.seed)
-    times = precision.step_times()
-    path = "CPU: the torch path" if not tritonopt.uses_triton(torch.device("cpu")) else "CPU: interpreted kernels"
+    with tritonopt.cpu_implementation("torch"):
+        results = precision.compare(steps=steps, trajectory_steps=min(steps, 100), seed=args.seed)
+        times = {"CPU, torch path": precision.step_times()}
+    if tritonopt.kernels_interpreted():
+        with tritonopt.cpu_implementation("triton"):
+            times["CPU, interpreted kernels"] = precision.step_times(rounds=5, largest_only=True)
     command = "python -m tritonopt.verify --rounding" + (f" --steps {steps}" if steps != 300 else "")
-    table = precision.report(results, times, path, command)
+    if tritonopt.kernels_interpreted():
+        command = "TRITON_INTERPRET=1 " + command
+    table = precision.report(results, times, command)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rounding.md").write_text(table)

@@ -88,7 +88,7 @@ def test_rounding_report_counts_bytes_and_runs_every_setup(tmp_path):
     from tritonopt.verify import precision
 
     with tritonopt.cpu_implementation("torch"):
-        results = precision.compare(steps=2, trajectory_steps=2, batch=2)
+        results = precision.compare(steps=2, trajectory_steps=2, batch=2, vocab=128, width=32, layers=1)
         times = {"torch path": precision.step_times(rounds=1, largest_only=True)}
     assert [r.bytes_per_parameter for r in results] == [14.0, 10.0, 6.0, 6.0, 6.0, 8.0]
     assert all(len(r.distance) == 2 and len(r.losses) == 2 and r.final_loss > 0 for r in results)

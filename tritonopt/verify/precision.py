@@ -101,10 +101,11 @@ class Result:
     final_loss: float = float("nan")
 
 
-def compare(steps: int, trajectory_steps: int, seed: int = 0, batch: int = 16) -> list[Result]:
-    """Run every setup: trajectories on shared gradients, then training runs."""
+def compare(steps: int, trajectory_steps: int, seed: int = 0, batch: int = 16, **model: int) -> list[Result]:
+    """Run every setup: trajectories on shared gradients, then training runs (``model``:
+    TinyGPT's keywords, the preset's by default)."""
     torch.manual_seed(seed)
-    base = TinyGPT()
+    base = TinyGPT(**model)
     context = base.positions.num_embeddings
     tokens = corpus_tokens()
     split = int(tokens.numel() * 0.9)

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # A second venv with triton 3.6, the GPU machine's version, for the kernel tests and GPU builds.
 VENV36 := .venv-triton36
 TRITON36_TESTS := tests/test_gpu_build.py tests/test_kernels.py tests/test_adam_kernels.py tests/test_interpreter_fma.py \
-	tests/test_negation.py
+	tests/test_negation.py tests/test_capturable.py
 
 .PHONY: install demo test test-triton36 test-thorough bench gpu-check mutation clean
 

@@ -5,7 +5,8 @@ shards, in ZeRO's or DDP's buckets, in gradients autograd just allocated. The
 host describes them in two int64 tables on their device:
 
 * the tensor table, one row per tensor: the address of each of its buffers
-  (parameter, gradient, state, ...), optionally its random stream (an integer
+  (parameter, gradient, state, ...), of its per-tensor scalars (a capturable
+  launch's step count on the device), optionally its random stream (an integer
   that tells its stochastic rounding apart from other tensors'), and the row of
   the hyperparameter table that applies to it;
 * the block table, one row per program: its tensor, first element, element
@@ -16,6 +17,13 @@ host describes them in two int64 tables on their device:
 Tensors handed to a launch are dense and share their layout across buffers, so
 an elementwise pass over ``numel`` elements from each address is the update.
 The tables are rebuilt only when an address, a row or a size changes.
+
+A capturable launch (``capturable=True``) may run inside a CUDA graph capture and
+be replayed: its hyperparameter table is rewritten in place when only values
+change (a captured launch keeps reading the same memory), hyperparameters given
+as tensors are copied into their cells on the device at every update (so a
+replay reads their current value), and tables uploaded during a capture keep
+their host source and themselves alive, as the graph's replays read both.
 """
 
 from collections.abc import Sequence
@@ -65,6 +73,12 @@ def buffer_pointer(row, column: tl.constexpr, first, ELEMENT: tl.constexpr, VECT
 
 
 @triton.jit
+def scalar_pointer(row, column: tl.constexpr, ELEMENT: tl.constexpr):
+    """The address in ``column`` of a tensor row: one per-tensor scalar of dtype ``ELEMENT``."""
+    return tl.load(row + column).to(tl.pointer_type(ELEMENT))
+
+
+@triton.jit
 def load_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
     TENSOR_COLUMNS: tl.constexpr, HYPERPARAMETER_COLUMNS: tl.constexpr, ELEMENT: tl.constexpr,
@@ -88,18 +102,22 @@ def load_block(
     return row, first, offsets, mask, param_ptr, hyperparameters, param, grad
 
 
-def _addresses(tensors: Sequence[torch.Tensor]) -> list[int]:
-    return list(map(torch.Tensor.data_ptr, tensors))
+def _addresses(columns: Sequence[Sequence[torch.Tensor]]) -> list[list[int]]:
+    """Each column's addresses; a column passed twice (a placeholder) is read once."""
+    known: dict[int, list[int]] = {}
+    return [known.setdefault(id(column), list(map(torch.Tensor.data_ptr, column))) for column in columns]
 
 
 class BlockTable:
     """The device tables of one launch, kept between steps and rebuilt only on change.
 
     ``update`` takes the launch's buffers (one list per table column, equal
-    lengths), each tensor's hyperparameter row, the hyperparameter rows
-    themselves (tuples of floats) and optionally each tensor's random stream
-    (a column before the row); it returns ``(blocks, tensors, hyperparameters)``
-    on the tensors' device.
+    lengths), its per-tensor scalars (more address columns, not part of the
+    vector-path alignment), optionally each tensor's random stream (a column
+    before the row), each tensor's hyperparameter row, and the hyperparameter
+    rows themselves (tuples of floats); ``live`` cells ``(row, column, tensor)``
+    are copied from 0-dim or 1-element tensors on the device at every update. It
+    returns ``(blocks, tensors, hyperparameters)`` on the tensors' device.
     """
 
     def __init__(self) -> None:
@@ -109,6 +127,9 @@ class BlockTable:
         self.tensors: torch.Tensor | None = None
         self.blocks: torch.Tensor | None = None
         self.hyperparameters: torch.Tensor | None = None
+        self._cells: dict[tuple[int, int], torch.Tensor] = {}
+        # What CUDA graphs captured: their replays read these tables (and their host sources).
+        self._captured: list[torch.Tensor] = []
 
     def update(
         self,
@@ -116,33 +137,62 @@ class BlockTable:
         rows: Sequence[int],
         hyperparameters: Sequence[tuple[float, ...]],
         block_size: int,
+        *,
+        scalars: Sequence[Sequence[torch.Tensor]] = (),
+        live: Sequence[tuple[int, int, torch.Tensor]] = (),
+        capturable: bool = False,
         streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = buffers[0][0].device
-        addresses = [_addresses(column) for column in buffers]
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        addresses = _addresses([*buffers, *scalars])
         numels = list(map(torch.Tensor.numel, buffers[0]))
         integers = [list(rows)] if streams is None else [list(streams), list(rows)]
         key = (addresses, integers, numels, block_size, device)
         if key != self._key:
             host = torch.tensor([*addresses, *integers], dtype=torch.int64).T.contiguous()
-            aligned = (host[:, : len(addresses)] % 16 == 0).all(dim=1)
+            aligned = (host[:, : len(buffers)] % 16 == 0).all(dim=1)
             layout_key = (numels, aligned.tolist(), block_size)
             if layout_key != self._layout_key:
-                self.blocks = _to_device(_block_rows(torch.tensor(numels), aligned, block_size), device)
+                self.blocks = upload(_block_rows(torch.tensor(numels), aligned, block_size), device, self._captured)
                 self._layout_key = layout_key
-            self.tensors = _to_device(host, device)
+            self.tensors = upload(host, device, self._captured)
             self._key = key
         if hyperparameters != self._rows_key:
-            self.hyperparameters = _to_device(torch.tensor(hyperparameters, dtype=torch.float64), device)
+            host = torch.tensor(hyperparameters, dtype=torch.float64)
+            if capturable and self.hyperparameters is not None and self.hyperparameters.shape == host.shape:
+                # In place: a captured launch keeps reading this table.
+                self.hyperparameters.copy_(host.pin_memory() if device.type == "cuda" and not capturing else host, non_blocking=True)
+                if capturing:
+                    self._captured.append(host)
+            else:
+                self.hyperparameters = upload(host, device, self._captured)
+                self._cells = {}
             self._rows_key = list(hyperparameters)
+        for row, column, value in live:
+            cell = self._cells.get((row, column))
+            if cell is None:
+                cell = self._cells[row, column] = self.hyperparameters[row, column]
+            cell.copy_(value.reshape(()), non_blocking=True)
+        if capturing:
+            self._captured += [self.blocks, self.tensors, self.hyperparameters]
         return self.blocks, self.tensors, self.hyperparameters
 
 
-def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A fresh host table on ``device``; on CUDA copied from pinned memory without a host wait."""
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
+def upload(host: torch.Tensor, device: torch.device, captured: list[torch.Tensor]) -> torch.Tensor:
+    """A fresh host table on ``device``; on CUDA copied from pinned memory without a host wait.
+
+    During a CUDA graph capture the copy becomes a node of the graph that reads
+    ``host`` at every replay: ``host`` and the copy are appended to ``captured``
+    (kept alive by their owner, and never written again).
+    """
+    if device.type != "cuda":
+        return host.to(device)
+    if torch.cuda.is_current_stream_capturing():
+        copy = torch.empty_like(host, device=device).copy_(host, non_blocking=True)
+        captured += [host, copy]
+        return copy
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _block_rows(numels: torch.Tensor, aligned: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -111,16 +111,19 @@ def store_param(param_ptr, values, row, compensation_column: tl.constexpr, strea
         tl.store(param_ptr + offsets, round_to_nearest(values, ELEMENT), mask=mask)
 
 
-def rounding_mode(rounding: str, dtype) -> int:
+def rounding_mode(rounding: str, dtype, capturable: bool = False) -> int:
     """The ``ROUNDING`` constexpr for parameters of torch dtype ``dtype``: the mode only
     applies to bf16 and fp16 (fp32 and fp64 parameters are stored as computed), and
-    stochastic rounding is implemented for bf16."""
+    stochastic rounding is implemented for bf16, and not capturable (its stream
+    position is a host value a CUDA graph's replays would not advance)."""
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"rounding must be one of {tuple(ROUNDING_MODES)}, not {rounding!r}")
     if dtype not in (torch.bfloat16, torch.float16):
         return NEAREST
     if rounding == "stochastic" and dtype != torch.bfloat16:
         raise ValueError(f"rounding='stochastic' is implemented for bfloat16 parameters, not {dtype}")
+    if rounding == "stochastic" and capturable:
+        raise ValueError("rounding='stochastic' does not support capturable=True")
     return ROUNDING_MODES[rounding]
 
 

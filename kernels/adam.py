@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block
+from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block, scalar_pointer
 from ._elementwise import divide, hyperparameter, load_upcast, square_root, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
 from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
@@ -50,38 +50,122 @@ def _kernel_row(row: AdamHyperparameters) -> tuple[float, ...]:
     )
 
 
+def _kind(value: float | torch.Tensor) -> float:
+    """How torch's for-loop Adam computes with a hyperparameter: 0 for a Python float
+    (in double), 1 for a tensor of a narrower dtype (its scalar arithmetic rounds to
+    float32), 2 for a float64 tensor."""
+    if not isinstance(value, torch.Tensor):
+        return 0.0
+    return 2.0 if value.dtype == torch.float64 else 1.0
+
+
+def _capturable_row(row: AdamHyperparameters) -> tuple[tuple[float, ...], list[tuple[int, torch.Tensor]]]:
+    """A capturable launch's row, read by ``_step_scalars`` with the step count from the
+    device: weight_decay, lr, beta1, beta2, eps and the kinds of lr, beta1 and beta2;
+    and the ``(column, tensor)`` cells the device copies tensor hyperparameters into
+    at every step (their table value is 0), so no value is read on the host."""
+    values = (row.lr, row.beta1, row.beta2)
+    cells = [(column, value) for column, value in zip((1, 2, 3), values) if isinstance(value, torch.Tensor)]
+    floats = tuple(0.0 if isinstance(value, torch.Tensor) else float(value) for value in values)
+    return (float(row.weight_decay), *floats, float(row.eps), *map(_kind, values), *random_stream_columns(0, 0)), cells
+
+
+@triton.jit
+def _as(value, kind):
+    """``value`` (fp64) as torch's scalar arithmetic of that kind leaves it: rounded to
+    float32 when ``kind`` is 1 (the exact float32 result, since fp64 holds every
+    float32 sum, product, quotient and square root exactly before that rounding)."""
+    return tl.where(kind == 1, value.to(tl.float32).to(tl.float64), value)
+
+
+@triton.jit
+def _power(base, exponent):
+    """``base ** exponent`` in fp64 for a whole ``exponent`` >= 0, by repeated squaring:
+    IEEE multiplies only (at most 2 log2(exponent) of them, a relative error of a few
+    1e-15), where a libdevice ``pow`` or ``exp``/``log`` would bring approximate
+    reciprocals into the build."""
+    result = base * 0 + 1
+    remaining = exponent.to(tl.int64)
+    while remaining > 0:
+        result = tl.where(remaining % 2 == 1, result * base, result)
+        base = base * base
+        remaining = remaining // 2
+    return result
+
+
+@triton.jit
+def _step_scalars(hyperparameters, step):
+    """A capturable row's columns as ``_kernel_row`` computes them on the host, for the
+    step count ``step``: the same double arithmetic (``beta ** step`` by ``_power``), rounded as torch's for-loop rounds where a tensor hyperparameter
+    takes part (``adam_scalars``)."""
+    weight_decay = tl.load(hyperparameters)
+    lr = tl.load(hyperparameters + 1)
+    beta1 = tl.load(hyperparameters + 2)
+    beta2 = tl.load(hyperparameters + 3)
+    eps = tl.load(hyperparameters + 4)
+    lr_kind = tl.load(hyperparameters + 5)
+    beta1_kind = tl.load(hyperparameters + 6)
+    beta2_kind = tl.load(hyperparameters + 7)
+    decay_factor = _as(1 - _as(lr * _as(weight_decay, lr_kind), lr_kind), lr_kind)
+    bias_correction1 = _as(1 - _as(_power(beta1, step), beta1_kind), beta1_kind)
+    quotient_kind = tl.maximum(lr_kind, beta1_kind)
+    neg_step_size = -_as(_as(lr, quotient_kind) / _as(bias_correction1, quotient_kind), quotient_kind)
+    bias_correction2 = _as(1 - _as(_power(beta2, step), beta2_kind), beta2_kind)
+    bias_correction2_sqrt = _as(tl.sqrt(bias_correction2), beta2_kind)
+    return (
+        weight_decay, decay_factor, 1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt, eps, neg_step_size,
+    )
+
+
 @triton.jit
 def _adam_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
     ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
-    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, CAPTURABLE: tl.constexpr, STEP_ELEMENT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        8, 11, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        9, 11, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
     param = load_param(param, row, 5, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
     exp_avg_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
     exp_avg_sq_ptr = buffer_pointer(row, 3, first, STATE_ELEMENT, VECTOR)
-    weight_decay = hyperparameter(hyperparameters, compute_dtype)
+    if CAPTURABLE:
+        step = tl.load(scalar_pointer(row, 6, STEP_ELEMENT)).to(tl.float64)
+        scalars = _step_scalars(hyperparameters, step)
+        weight_decay = scalars[0].to(compute_dtype)
+        decay_factor = scalars[1].to(compute_dtype)
+        exp_avg_weight = scalars[2].to(compute_dtype)
+        beta2 = scalars[3].to(compute_dtype)
+        grad_sq_weight = scalars[4].to(compute_dtype)
+        bias_correction2_sqrt = scalars[5].to(compute_dtype)
+        eps = scalars[6].to(compute_dtype)
+        neg_step_size = scalars[7].to(compute_dtype)
+    else:
+        weight_decay = hyperparameter(hyperparameters, compute_dtype)
+        decay_factor = hyperparameter(hyperparameters + 1, compute_dtype)
+        exp_avg_weight = hyperparameter(hyperparameters + 2, compute_dtype)
+        beta2 = hyperparameter(hyperparameters + 3, compute_dtype)
+        grad_sq_weight = hyperparameter(hyperparameters + 4, compute_dtype)
+        bias_correction2_sqrt = hyperparameter(hyperparameters + 5, compute_dtype)
+        eps = hyperparameter(hyperparameters + 6, compute_dtype)
+        neg_step_size = hyperparameter(hyperparameters + 7, compute_dtype)
     if weight_decay != 0:
         if DECOUPLED_WEIGHT_DECAY:
-            param = param * hyperparameter(hyperparameters + 1, compute_dtype)
+            param = param * decay_factor
         else:
             grad = tl.fma(param, weight_decay, grad)
 
     exp_avg = load_upcast(exp_avg_ptr, offsets, mask)
-    exp_avg_weight = hyperparameter(hyperparameters + 2, compute_dtype)
     near_start = tl.abs(exp_avg_weight) < 0.5
     lerp_weight = tl.where(near_start, exp_avg_weight, exp_avg_weight - 1)
     exp_avg = tl.fma(lerp_weight, grad - exp_avg, tl.where(near_start, exp_avg, grad))
     store_rounded(exp_avg_ptr, offsets, exp_avg, mask)
 
     exp_avg_sq = load_upcast(exp_avg_sq_ptr, offsets, mask)
-    beta2 = hyperparameter(hyperparameters + 3, compute_dtype)
-    grad_sq_weight = hyperparameter(hyperparameters + 4, compute_dtype)
     exp_avg_sq = exp_avg_sq * beta2 + grad_sq_weight * grad * grad
     store_rounded(exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
     if AMSGRAD:
@@ -89,12 +173,9 @@ def _adam_block(
         exp_avg_sq = tl.maximum(load_upcast(max_exp_avg_sq_ptr, offsets, mask), exp_avg_sq)
         store_rounded(max_exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
 
-    bias_correction2_sqrt = hyperparameter(hyperparameters + 5, compute_dtype)
-    eps = hyperparameter(hyperparameters + 6, compute_dtype)
     denom = divide(square_root(exp_avg_sq), bias_correction2_sqrt) + eps
-    neg_step_size = hyperparameter(hyperparameters + 7, compute_dtype)
     store_param(
-        param_ptr, param + divide(neg_step_size * exp_avg, denom), row, 5, 6, hyperparameters + 8, first,
+        param_ptr, param + divide(neg_step_size * exp_avg, denom), row, 5, 7, hyperparameters + 8, first,
         offsets, mask, ELEMENT, ROUNDING, VECTOR,
     )
 
@@ -114,6 +195,8 @@ def _adam_kernel(
     MAXIMIZE: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr,
+    CAPTURABLE: tl.constexpr,
+    STEP_ELEMENT: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
     """One Adam(W) step over one block of one tensor; the block table says which.
@@ -121,11 +204,14 @@ def _adam_kernel(
     Each tensor row holds the addresses of a parameter and its gradient (storage
     dtype ``ELEMENT``), ``exp_avg``, ``exp_avg_sq`` and (when ``AMSGRAD``)
     ``max_exp_avg_sq`` (dtype ``STATE_ELEMENT``), its compensation (``ROUNDING ==
-    KAHAN``; ``ELEMENT``), its random stream and its hyperparameter row (see
-    ``_kernel_row``). The update is torch's ``_single_tensor_adam`` for tensors
-    sharing one step count, computed in fp32 (fp64 for float64) and rounded once
-    per buffer, the parameter in ``ROUNDING``'s way (``_rounding``; with Kahan,
-    ``param`` below is parameter plus compensation):
+    KAHAN``; ``ELEMENT``), of its step count (``STEP_ELEMENT``, read when
+    ``CAPTURABLE``), its random stream, and its hyperparameter row: the
+    launch-ready columns of ``_kernel_row``, or with ``CAPTURABLE`` the raw ones
+    of ``_capturable_row``, from which the kernel forms the bias corrections for
+    the step count it reads. The update is torch's ``_single_tensor_adam`` for
+    tensors sharing one step count, computed in fp32 (fp64 for float64) and
+    rounded once per buffer, the parameter in ``ROUNDING``'s way (``_rounding``;
+    with Kahan, ``param`` below is parameter plus compensation):
 
         g = grad / grad_scale                                  if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -145,12 +231,14 @@ def _adam_kernel(
     if is_vector_block(blocks_ptr):
         _adam_block(
             blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
-            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE,
+            STEP_ELEMENT, BLOCK_SIZE, True,
         )
     else:
         _adam_block(
             blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
-            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE,
+            STEP_ELEMENT, BLOCK_SIZE, False,
         )
 
 
@@ -170,6 +258,8 @@ def adam_update(
     rounding: str = "nearest",
     state_dtype: torch.dtype | None = None,
     streams: Sequence[int] | None = None,
+    capturable: bool = False,
+    steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: BlockTable | None = None,
@@ -178,21 +268,33 @@ def adam_update(
 
     Tensor ``i`` (its parameter, gradient and state, dense real tensors of one
     float dtype and device with identical strides) takes step number
-    ``hyperparameters[rows[i]].step`` (counted from 1). ``max_exp_avg_sqs`` is
-    required with ``amsgrad``. GradScaler's ``grad_scale`` and ``found_inf`` and
-    ``table``, ``rounding``, ``compensations``, ``streams`` and ``state_dtype``
-    (of ``exp_avgs`` and the other moments) are as in ``sgd_update``.
+    ``hyperparameters[rows[i]].step`` (counted from 1), or with ``capturable`` the
+    value of ``steps[i]`` (a 0-dim float tensor on the device, already counted):
+    then nothing is read on the host and tensor hyperparameters are copied into
+    the table on the device. ``max_exp_avg_sqs`` is required with ``amsgrad``.
+    GradScaler's ``grad_scale`` and ``found_inf`` and ``table``, ``rounding``,
+    ``compensations``, ``streams`` and ``state_dtype`` (of ``exp_avgs`` and the
+    other moments) are as in ``sgd_update``.
     """
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("adam_update: amsgrad needs max_exp_avg_sqs")
-    mode = rounding_mode(rounding, params[0].dtype)
+    if capturable and steps is None:
+        raise ValueError("adam_update: capturable needs steps")
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
     buffers = (
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params,
         kahan_buffers(mode, compensations, params),
     )
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
+    if capturable:
+        made = [_capturable_row(row) for row in hyperparameters]
+        table_rows = [row for row, _ in made]
+        live = [(index, column, value) for index, (_, cells) in enumerate(made) for column, value in cells]
+    else:
+        table_rows, live = [_kernel_row(row) for row in hyperparameters], []
     blocks, tensors, table_rows = (table or BlockTable()).update(
-        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size, streams or [0] * len(params)
+        buffers, rows, table_rows, block_size, scalars=(steps if capturable else params,), live=live,
+        capturable=capturable, streams=streams or [0] * len(params),
     )
     if blocks.shape[0] == 0:
         return
@@ -209,6 +311,8 @@ def adam_update(
         MAXIMIZE=maximize,
         HAS_GRAD_SCALE=grad_scale is not None,
         HAS_FOUND_INF=found_inf is not None,
+        CAPTURABLE=capturable,
+        STEP_ELEMENT=triton_dtype(steps[0].dtype) if capturable else tl.float32,
         BLOCK_SIZE=block_size,
         num_warps=num_warps,
         enable_fp_fusion=False,

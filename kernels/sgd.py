@@ -7,17 +7,20 @@ import torch
 import triton
 import triton.language as tl
 
-from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block
+from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block, scalar_pointer
 from ._elementwise import hyperparameter, load_upcast, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
 from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
 
 
 class SGDHyperparameters(NamedTuple):
-    """One row of an SGD launch: a param group's values, and whether its buffers start now."""
+    """One row of an SGD launch: a param group's values, and whether its buffers start now.
 
-    lr: float
-    weight_decay: float
+    In a capturable launch ``lr`` and ``weight_decay`` may be tensors (copied into the
+    table on the device) and ``first_step`` is unused: each tensor's step count says it."""
+
+    lr: float | torch.Tensor
+    weight_decay: float | torch.Tensor
     momentum: float
     dampening: float
     first_step: bool
@@ -35,16 +38,28 @@ def _kernel_row(row: SGDHyperparameters) -> tuple[float, ...]:
     )
 
 
+def _capturable_row(row: SGDHyperparameters) -> tuple[tuple[float, ...], list[tuple[int, torch.Tensor]]]:
+    """``_kernel_row`` for a capturable launch, and the ``(column, tensor)`` cells the
+    device copies tensor ``lr`` and ``weight_decay`` into at every step (0 in the
+    table), so no value is read on the host. torch's for-loop SGD uses a tensor's
+    value as it is (``alpha=-lr``), as the kernel does."""
+    values = (row.lr, row.weight_decay)
+    cells = [(column, value) for column, value in enumerate(values) if isinstance(value, torch.Tensor)]
+    floats = tuple(0.0 if isinstance(value, torch.Tensor) else float(value) for value in values)
+    return (*floats, float(row.momentum), 1.0 - float(row.dampening), 0.0, *random_stream_columns(0, 0)), cells
+
+
 @triton.jit
 def _sgd_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
     ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
     NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
+    CAPTURABLE: tl.constexpr, STEP_ELEMENT: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        6, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        7, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
     param = load_param(param, row, 3, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
@@ -54,7 +69,11 @@ def _sgd_block(
     if HAS_MOMENTUM:
         momentum_buffer_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
         momentum = hyperparameter(hyperparameters + 2, compute_dtype)
-        if tl.load(hyperparameters + 4) != 0:  # first step: the buffer starts as the gradient
+        if CAPTURABLE:  # the step count on the device, already counted: 1 on the first step
+            first_step = tl.load(scalar_pointer(row, 4, STEP_ELEMENT)) == 1
+        else:
+            first_step = tl.load(hyperparameters + 4) != 0
+        if first_step:  # the buffer starts as the gradient
             momentum_buffer = grad
         else:
             grad_weight = hyperparameter(hyperparameters + 3, compute_dtype)
@@ -87,18 +106,22 @@ def _sgd_kernel(
     MAXIMIZE: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr,
+    CAPTURABLE: tl.constexpr,
+    STEP_ELEMENT: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
     """One SGD step over one block of one tensor; the block table says which.
 
     Each tensor row holds the addresses of a parameter and its gradient (storage
     dtype ``ELEMENT``), its momentum buffer (when ``HAS_MOMENTUM``; dtype
-    ``STATE_ELEMENT``) and compensation (``ROUNDING == KAHAN``; ``ELEMENT``), its
-    random stream and its hyperparameter row (lr, weight_decay, momentum,
-    1 - dampening, first_step, seed low, seed high, stream position as float64).
-    The update is torch's ``_single_tensor_sgd`` computed in fp32 (fp64 for
-    float64) and rounded once on store, the parameter in ``ROUNDING``'s way
-    (``_rounding``; with Kahan, ``param`` below is parameter plus compensation):
+    ``STATE_ELEMENT``), its compensation (``ROUNDING == KAHAN``; ``ELEMENT``), its
+    step count (``STEP_ELEMENT``; with ``CAPTURABLE`` and ``HAS_MOMENTUM``, a count
+    of 1 is the buffer's first step), its random stream and its hyperparameter row
+    (lr, weight_decay, momentum, 1 - dampening, first_step, seed low, seed high,
+    stream position as float64). The update is torch's ``_single_tensor_sgd``
+    computed in fp32 (fp64 for float64) and rounded once on store, the parameter
+    in ``ROUNDING``'s way (``_rounding``; with Kahan, ``param`` below is parameter
+    plus compensation):
 
         g = grad / grad_scale                            if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -116,12 +139,14 @@ def _sgd_kernel(
     if is_vector_block(blocks_ptr):
         _sgd_block(
             blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
-            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, True,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
+            BLOCK_SIZE, True,
         )
     else:
         _sgd_block(
             blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
-            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, False,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
+            BLOCK_SIZE, False,
         )
 
 
@@ -138,6 +163,8 @@ def sgd_update(
     rounding: str = "nearest",
     state_dtype: torch.dtype | None = None,
     streams: Sequence[int] | None = None,
+    capturable: bool = False,
+    steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: BlockTable | None = None,
@@ -151,22 +178,35 @@ def sgd_update(
     gradient. ``grad_scale`` and ``found_inf`` are GradScaler's one-element
     float32 tensors: gradients are divided by ``grad_scale`` (and left unscaled),
     and nothing changes when ``found_inf`` is nonzero. ``table`` keeps the
-    device tables between calls with the same tensors.
+    device tables between calls with the same tensors. With ``capturable``,
+    nothing is read on the host: tensor ``lr``/``weight_decay`` are copied into
+    the table on the device, and with momentum ``steps[i]`` (a 0-dim float tensor
+    on the device, already counted) says whether tensor ``i``'s buffer starts now.
 
     ``rounding`` says how 16-bit parameters are stored (``_rounding``):
     ``"kahan"`` needs ``compensations`` (the parameters' dtype and layout),
     ``"stochastic"`` reads each tensor's ``streams`` entry and its row's seed and
-    ``rounding_step``. ``state_dtype`` is the momentum buffers' dtype (None: the
-    parameters').
+    ``rounding_step`` (not capturable: the stream position is a host value).
+    ``state_dtype`` is the momentum buffers' dtype (None: the parameters').
     """
     has_momentum = momentum_buffers is not None
     if has_momentum == any(row.momentum == 0 for row in hyperparameters):
         raise ValueError("sgd_update: momentum_buffers must be given exactly when every row has momentum")
-    mode = rounding_mode(rounding, params[0].dtype)
+    if capturable and has_momentum and steps is None:
+        raise ValueError("sgd_update: capturable with momentum needs steps")
+    counted = capturable and has_momentum
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
     buffers = (params, grads, momentum_buffers if has_momentum else params, kahan_buffers(mode, compensations, params))
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
+    if capturable:
+        made = [_capturable_row(row) for row in hyperparameters]
+        table_rows = [row for row, _ in made]
+        live = [(index, column, value) for index, (_, cells) in enumerate(made) for column, value in cells]
+    else:
+        table_rows, live = [_kernel_row(row) for row in hyperparameters], []
     blocks, tensors, table_rows = (table or BlockTable()).update(
-        buffers, rows, [_kernel_row(row) for row in hyperparameters], block_size, streams or [0] * len(params)
+        buffers, rows, table_rows, block_size, scalars=(steps if counted else params,), live=live,
+        capturable=capturable, streams=streams or [0] * len(params),
     )
     if blocks.shape[0] == 0:
         return
@@ -183,6 +223,8 @@ def sgd_update(
         MAXIMIZE=maximize,
         HAS_GRAD_SCALE=grad_scale is not None,
         HAS_FOUND_INF=found_inf is not None,
+        CAPTURABLE=counted,
+        STEP_ELEMENT=triton_dtype(steps[0].dtype) if counted else tl.float32,
         BLOCK_SIZE=block_size,
         num_warps=num_warps,
         enable_fp_fusion=False,

@@ -35,10 +35,10 @@ FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
 # The tables a launch reads (kernels/_blocks.py): storage addresses come from them, not from arguments.
 TABLE_POINTERS = {"blocks_ptr": "*i64", "tensors_ptr": "*i64", "hyperparameters_ptr": "*fp64"}
 # What the runtime gives an aligned tensor or a multiple-of-16 int (``backend.parse_attr("D")``).
+# Constexprs that are not boolean switches: the block size, the storage dtypes and the rounding mode.
+NOT_SWITCHES = ("BLOCK_SIZE", "ELEMENT", "STEP_ELEMENT", "STATE_ELEMENT", "ROUNDING")
 DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 _COMPILED_PACKAGE = "_tritonopt_kernels_compiled"
-# Constexprs that are not boolean switches: storage dtypes, rounding mode, block size.
-NON_SWITCHES = ("BLOCK_SIZE", "ELEMENT", "STATE_ELEMENT", "ROUNDING")
 # (rounding, parameter dtype, state dtype) of the builds beyond the default modes.
 ROUNDING_BUILDS = (
     (STOCHASTIC, "bfloat16", "bfloat16"),
@@ -120,7 +120,7 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
                 and kernel.__name__.endswith("_kernel")
             ):
                 continue
-            switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in NON_SWITCHES]
+            switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in NOT_SWITCHES]
             for index, values in enumerate(itertools.product([False, True], repeat=len(switches))):
                 flags = tuple(zip(switches, values))
                 if every_dtype:
@@ -143,12 +143,15 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
 
 
 def rounding_builds() -> list[tuple[KernelVariant, int]]:
-    """Every kernel with every switch on in each of ``ROUNDING_BUILDS``, for sm_90."""
+    """Every kernel with every switch on (but capturable with stochastic rounding) in
+    each of ``ROUNDING_BUILDS``, for sm_90."""
     builds = []
     for variant, capability in kernel_builds():
         if all(on for _, on in variant.flags) and variant.dtype == "float32":
             for rounding, dtype, state_dtype in ROUNDING_BUILDS:
-                builds.append((KernelVariant(variant.module, variant.kernel, variant.flags, dtype, variant.config,
+                # Stochastic rounding is not capturable (the launchers refuse the pair).
+                flags = tuple((name, on and not (rounding == STOCHASTIC and name == "CAPTURABLE")) for name, on in variant.flags)
+                builds.append((KernelVariant(variant.module, variant.kernel, flags, dtype, variant.config,
                                              rounding, state_dtype), 90))
     return builds
 
@@ -179,6 +182,8 @@ def compile_ptx(variant: KernelVariant, capability: int) -> str:
         variant.flags, BLOCK_SIZE=variant.config.block_size, ELEMENT=element, STATE_ELEMENT=state_element,
         ROUNDING=variant.rounding,
     )
+    if "STEP_ELEMENT" in kernel.arg_names:
+        constexprs["STEP_ELEMENT"] = tl.float32  # the step counts' dtype (float64 only under a float64 default dtype)
     signature, attrs = {}, {}
     for index, param in enumerate(kernel.params):
         if param.is_constexpr:

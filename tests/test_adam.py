@@ -74,12 +74,6 @@ def _roundtrip(state_dict):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_what_tritonopt_cannot_do_is_rejected_clearly(name):
-    with pytest.raises(ValueError, match="capturable"):
-        getattr(tritonopt, name)([nn.Parameter(torch.randn(3))], capturable=True)
-
-
-@pytest.mark.parametrize("name", NAMES)
 def test_repr_and_defaults_are_torchs(name):
     _, reference, _, candidate = _pair(name, lr=3e-4, betas=(0.8, 0.95), amsgrad=True, foreach=False)
     assert repr(candidate) == repr(reference)

@@ -19,8 +19,9 @@ tests iterate over. For SGD, Adam and AdamW this module takes from it:
   as the database says, and tritonopt raises the same type with a message that
   matches torch's regex, at construction or at step as the case says.
 
-As torch adds cases, these tests grow with it. What tritonopt does not support
-yet is a strict xfail naming the issue that adds it, so it fails when support lands.
+As torch adds cases, these tests grow with it. ``capturable=True`` configurations
+(CUDA's) run on the CPU too: tritonopt's capturable step runs there, where torch's
+refuses, and is compared with torch's default implementation like every other.
 """
 
 import copy
@@ -49,8 +50,6 @@ SHAPES = ((10, 5), (10,), (1025,), ())  # torch's weight and bias, a block and o
 STEPS = 3  # under the interpreter a step costs about the same whatever the sizes
 DTYPES = (torch.float32, torch.float64)
 
-CAPTURABLE = "capturable=True is issue 11"
-
 
 def _configurations(info):
     """Every configuration of ``info`` over the device types, each once (by its description)."""
@@ -61,20 +60,9 @@ def _configurations(info):
     return list(seen.values())
 
 
-def _unsupported(kwargs) -> list[str]:
-    reasons = []
-    if kwargs.get("capturable"):
-        reasons.append(CAPTURABLE)
-    return reasons
-
-
-def _config_param(info, config):
-    reasons = _unsupported(config.kwargs)
-    marks = [pytest.mark.xfail(strict=True, reason="; ".join(reasons))] if reasons else []
-    return pytest.param(info, config, marks=marks, id=f"{info.name}-{config.desc}")
-
-
-CONFIGURATIONS = [_config_param(info, config) for info in INFOS for config in _configurations(info)]
+CONFIGURATIONS = [
+    pytest.param(info, config, id=f"{info.name}-{config.desc}") for info in INFOS for config in _configurations(info)
+]
 
 
 def _error_cases(info):
@@ -84,14 +72,11 @@ def _error_cases(info):
     return cases
 
 
-def _error_param(info, device, case):
-    reasons = _unsupported(case.optimizer_error_input.kwargs)
-    marks = [pytest.mark.xfail(strict=True, reason="; ".join(reasons))] if reasons else []
-    name = f"{info.name}-{device}-{case.optimizer_error_input.desc}"
-    return pytest.param(info, case, marks=marks, id=name)
-
-
-ERROR_CASES = [_error_param(info, *case) for info in INFOS for case in _error_cases(info)]
+ERROR_CASES = [
+    pytest.param(info, case, id=f"{info.name}-{device}-{case.optimizer_error_input.desc}")
+    for info in INFOS
+    for device, case in _error_cases(info)
+]
 
 
 def test_database_has_our_optimizers():

@@ -7,11 +7,14 @@ state_dict round trips and replaced storage, compared with torch after every
 step. tritonopt adds one invariant: after a step, each group's state of one
 dtype lives in one flat buffer per key, while parameters and gradients stay in
 storage of their own. The cases come from the optimizer table (``optimizers.py``).
+The same machine also runs with ``capturable=True`` on the candidate and one more
+rule, which switches it per group.
 """
 
 import pytest
 import torch
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis import strategies as st
+from hypothesis.stateful import rule, run_state_machine_as_test
 
 import tritonopt
 from conftest import DEVICE
@@ -82,3 +85,49 @@ def test_tensor_lr_step_size_is_torchs(cpu_path):
             optimizer.step()
         results.append(param.detach())
     torch.testing.assert_close(*results)
+
+
+
+def _capturable(candidate, reference):
+    """The candidate built with ``capturable=True`` and keeping its own flag through
+    ``load_state_dict`` (torch's takes the checkpoint's); the reference, torch's default
+    implementation, dropping it (torch's capturable step refuses CPU tensors)."""
+
+    class Candidate(candidate):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs, capturable=True)
+
+        def load_state_dict(self, state_dict):
+            own = [bool(group.get("capturable")) for group in self.param_groups]
+            super().load_state_dict(state_dict)
+            for group, capturable in zip(self.param_groups, own):
+                group["capturable"] = capturable
+
+    class Reference(reference):
+        def load_state_dict(self, state_dict):
+            super().load_state_dict(state_dict)
+            for group in self.param_groups:
+                group["capturable"] = False  # torch's SGD ignores the key
+
+    Candidate.__name__, Reference.__name__ = candidate.__name__, reference.__name__
+    return Candidate, Reference
+
+
+@pytest.mark.parametrize(("candidate", "reference", "hyperparameters"), CASES)
+def test_capturable_matches_torch_every_step(candidate, reference, hyperparameters):
+    """The machine with ``capturable=True`` on the candidate and one more rule, switching it
+    per group (state moves between host and device step counts), on the path a CUDA graph
+    captures: the Triton kernels (interpreted on the CPU)."""
+    if DEVICE.type == "cpu" and not tritonopt.kernels_interpreted():
+        pytest.skip("kernels are compiled in this session; CPU tensors cannot run them")
+    parity = parity_machine(
+        *_capturable(candidate, reference), hyperparameters=hyperparameters, invariant=assert_flat, device=DEVICE
+    )
+
+    class CapturableParity(parity):
+        @rule(group=st.integers(0, 5), on=st.booleans())
+        def switch_capturable(self, group, on):
+            self.candidate.param_groups[group % len(self.candidate.param_groups)]["capturable"] = on
+
+    with tritonopt.cpu_implementation("triton"):
+        run_state_machine_as_test(CapturableParity)

@@ -3,8 +3,9 @@
 Parameters stay where their owner keeps them (the module, FSDP2's shards,
 ZeRO's or DDP's buckets); a :class:`Bucket` holds what tritonopt owns for them:
 one flat buffer per per-element state key (``momentum_buffer``, ``exp_avg``,
-...) whose views are what ``optimizer.state[p]`` shows, and one host buffer of
-per-parameter step counts. Views start on multiples of ``ALIGNMENT`` elements,
+...) whose views are what ``optimizer.state[p]`` shows, and one buffer of
+per-parameter step counts: on the host, or for a capturable group on the
+parameters' device, where the step counts them without a host read. Views start on multiples of ``ALIGNMENT`` elements,
 so every state view is 16-byte aligned and the kernels' vector path applies.
 
 DTensor parameters (FSDP2) are updated through their local shards: their state
@@ -16,6 +17,8 @@ from operator import attrgetter
 
 import torch
 from torch.distributed.tensor import DTensor
+
+from .kernels._blocks import upload
 
 ALIGNMENT = 16
 LOCAL = attrgetter("_local_tensor")
@@ -54,8 +57,11 @@ class Bucket:
     their dense real local views, in parameter order.
     """
 
-    def __init__(self, params: list[torch.Tensor], state_dtypes: dict[str, torch.dtype] | None = None):
+    def __init__(
+        self, params: list[torch.Tensor], capturable: bool = False, state_dtypes: dict[str, torch.dtype] | None = None
+    ):
         self.params = params
+        self.capturable = capturable
         # Storage dtype of state keys kept in another dtype than the parameters'.
         self.state_dtypes = state_dtypes or {}
         self.streams: list[int] = [0] * len(params)  # each parameter's random stream (stochastic rounding)
@@ -80,6 +86,8 @@ class Bucket:
         self.kernel_views: dict[str, list[torch.Tensor]] = {}
         self.flat_steps: torch.Tensor | None = None
         self.step_views: list[torch.Tensor] = []
+        self._counted: tuple[list[bool], torch.Tensor] | None = None  # has_grad, and as a device mask
+        self._captured: list[torch.Tensor] = []  # masks a CUDA graph's replays read
         self.kernel_params = [real(t) for t in self.locals]
         # The gradients last checked (``p.grad`` objects), and as the update reads them.
         self.checked_grads: list[torch.Tensor | None] = []
@@ -120,16 +128,41 @@ class Bucket:
         return self.views[key]
 
     def step_view(self, index: int) -> torch.Tensor:
-        """Parameter ``index``'s step count, a 0-dim view of one host buffer for the bucket.
+        """Parameter ``index``'s step count, a 0-dim view of one buffer for the bucket.
 
         Counts live on the CPU in torch's scalar dtype, as torch keeps them for
         non-fused optimizers: reading them to choose a launch's bias corrections
-        costs no device sync.
+        costs no device sync. A capturable bucket keeps them on the parameters'
+        device, as torch's capturable optimizers do; the kernels read them there.
         """
         if self.flat_steps is None:
-            self.flat_steps = torch.zeros(len(self.params), dtype=scalar_dtype())
+            device = self.device if self.capturable else "cpu"
+            self.flat_steps = torch.zeros(len(self.params), dtype=scalar_dtype(), device=device)
             self.step_views = list(self.flat_steps.unbind())
         return self.step_views[index]
+
+    def count_on_device(self, has_grad: list[bool]) -> None:
+        """Count one step for each parameter with a gradient, on the device (capturable):
+        one in-place add, whose mask is uploaded only when ``has_grad`` changes."""
+        self.step_view(0)
+        if all(has_grad):
+            self.flat_steps.add_(1)
+        else:
+            self.flat_steps.add_(self._mask(has_grad))
+
+    def retract_on_device(self, has_grad: list[bool], found_inf: torch.Tensor) -> None:
+        """Take back the counted step where GradScaler skipped it, on the device:
+        ``found_inf`` (1.0 or 0.0) is subtracted, never read."""
+        if all(has_grad):
+            self.flat_steps.sub_(found_inf)
+        else:
+            self.flat_steps.addcmul_(self._mask(has_grad), found_inf, value=-1)
+
+    def _mask(self, has_grad: list[bool]) -> torch.Tensor:
+        if self._counted is None or self._counted[0] != has_grad:
+            mask = torch.tensor(has_grad, dtype=self.flat_steps.dtype)
+            self._counted = (list(has_grad), upload(mask, self.device, self._captured))
+        return self._counted[1]
 
     def advance_steps(self, has_grad: list[bool]) -> list[float]:
         """Count one step for each parameter with a gradient; every parameter's count."""

@@ -47,6 +47,7 @@ class _Launch:
     rows: list[int] = field(default_factory=list)
     hyperparameters: list[NamedTuple] = field(default_factory=list)
     streams: list[int] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)  # device step counts (capturable)
 
 
 class FlatOptimizer(Optimizer):
@@ -194,7 +195,11 @@ class FlatOptimizer(Optimizer):
             self._run(key, launch, grad_scale, found_inf)
         if self.counts_steps and found_inf is not None:
             for _, bucket, _, has_grad, _ in prepared:
-                if any(has_grad):
+                if not any(has_grad):
+                    continue
+                if bucket.capturable:
+                    bucket.retract_on_device(has_grad, _on(found_inf, bucket.device))
+                else:
                     bucket.retract_steps(has_grad, _on(found_inf, bucket.device))
 
     def _group_buckets(self, index: int) -> list[Bucket]:
@@ -213,11 +218,12 @@ class FlatOptimizer(Optimizer):
             return []
         buckets = self._buckets[index]
         known = self._group_params[index]
+        capturable = bool(group.get("capturable"))
         if (
             buckets is not None
             and len(params) == len(known)
             and all(map(is_, params, known))
-            and all(bucket.follow() for bucket in buckets)
+            and all(bucket.capturable == capturable and bucket.follow() for bucket in buckets)
             and all(
                 bucket.state_dtypes == _storage.state_dtypes(group, self.state_buffer_keys, bucket.dtype)
                 for bucket in buckets
@@ -232,7 +238,7 @@ class FlatOptimizer(Optimizer):
         entries = self._state_entries()
         streams = _storage.stream_ids(self.param_groups, index)
         buckets = [
-            Bucket(bucket_params, _storage.state_dtypes(group, self.state_buffer_keys, bucket_params[0].dtype))
+            Bucket(bucket_params, capturable, _storage.state_dtypes(group, self.state_buffer_keys, bucket_params[0].dtype))
             for bucket_params in by_device_dtype.values()
         ]
         for bucket in buckets:
@@ -267,16 +273,21 @@ class FlatOptimizer(Optimizer):
     def _adopt_entry(
         self, bucket: Bucket, index: int, param: torch.Tensor, entry: dict[str, Any], keys: list[str]
     ) -> None:
-        """Make ``entry[key]`` the bucket's view for each of ``keys``, copying foreign values in."""
+        """Make ``entry[key]`` the bucket's view for each of ``keys``, copying foreign values in.
+
+        A capturable bucket of an optimizer without step counts of its own (SGD)
+        counts its buffers' steps on the device: a buffer carried in has started."""
         for key in keys:
             value = entry[key]
             view = bucket.step_view(index) if key == "step" else bucket.state_views(key)[index]
             if value is not view:
                 if key == "step":
-                    view.fill_(float(value))
+                    view.copy_(value) if isinstance(value, torch.Tensor) else view.fill_(float(value))
                 else:
                     _check_state_tensor(key, value, param)
                     local(view).copy_(local(value))
+                    if bucket.capturable and not self.counts_steps:
+                        bucket.step_view(index).fill_(1)
                 entry[key] = view
 
     def _check_loaded_state(self, state_dict: dict[str, Any]) -> dict[Any, torch.Tensor]:
@@ -348,6 +359,8 @@ class FlatOptimizer(Optimizer):
                     local(entry[key]).zero_()
                 if self.counts_steps:
                     entry["step"] = bucket.step_view(index).zero_()
+                elif bucket.capturable:
+                    bucket.step_view(index).zero_()  # the buffers' own count (see _adopt_entry)
             else:
                 if "compensation" in keys and entry.get("compensation") is None:
                     # What rounding lost starts at zero: state from torch, or from nearest rounding.
@@ -379,6 +392,9 @@ class FlatOptimizer(Optimizer):
         launch = launches.get(key)
         if launch is None:
             launch = launches[key] = _Launch(bucket.device, dtype, switches, keys, state={k: [] for k in keys})
+        if bucket.capturable:
+            self._add_capturable(launch, group, bucket, grads, has_grad, keys)
+            return
         steps = bucket.advance_steps(has_grad) if self.counts_steps else repeat(None)
         rows: dict[tuple[bool, float | None], int] = {}
         if all(has_grad) and not any(fresh) and (not self.counts_steps or steps.count(steps[0]) == len(steps)):
@@ -406,6 +422,32 @@ class FlatOptimizer(Optimizer):
         for k in keys:
             launch.state[k].extend(compress(bucket.kernel_views[k], has_grad))
 
+    def _add_capturable(
+        self,
+        launch: _Launch,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[torch.Tensor | None],
+        has_grad: list[bool],
+        keys: tuple[str, ...],
+    ) -> None:
+        """``_add_to_launch`` for a capturable group: step counts are counted on the device
+        and read by the kernel, so the group's one row never depends on them."""
+        counted = self.counts_steps or bool(keys)
+        if counted:
+            bucket.count_on_device(has_grad)
+        row = len(launch.hyperparameters)
+        launch.hyperparameters.append(self._hyperparameters(group, False, None))
+        launch.rows.extend(repeat(row, has_grad.count(True)))
+        every = all(has_grad)
+        launch.params.extend(bucket.kernel_params if every else compress(bucket.kernel_params, has_grad))
+        launch.streams.extend(bucket.streams if every else compress(bucket.streams, has_grad))
+        launch.grads.extend(grads if every else compress(grads, has_grad))
+        for k in keys:
+            launch.state[k].extend(bucket.kernel_views[k] if every else compress(bucket.kernel_views[k], has_grad))
+        if counted:
+            launch.steps.extend(bucket.step_views if every else compress(bucket.step_views, has_grad))
+
     def _run(
         self, key: tuple, launch: _Launch, grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
     ) -> None:
@@ -424,6 +466,7 @@ class FlatOptimizer(Optimizer):
                 hyperparameters=launch.hyperparameters,
                 **launch.switches,
                 streams=launch.streams,
+                steps=launch.steps or None,
                 grad_scale=_on(grad_scale, launch.device),
                 found_inf=_on(found_inf, launch.device),
                 table=self._tables.setdefault(key, BlockTable()),

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
+from torch.optim.optimizer import _get_capturable_supported_devices
 
 KERNEL_DEVICE_TYPES = frozenset(("cpu", "cuda"))
 """Device types whose tensors tritonopt's launch updates (Triton kernels, or torch's fused ops on CPU)."""
@@ -125,7 +126,8 @@ def adam_step(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: l
         eps=group["eps"],
         maximize=group["maximize"],
         foreach=group["foreach"],
-        capturable=group["capturable"],
+        # tritonopt's capturable also runs on the CPU, where torch's capturable path refuses.
+        capturable=group["capturable"] and params_with_grad[0].device.type in _get_capturable_supported_devices(),
         differentiable=group["differentiable"],
         fused=group["fused"],
         decoupled_weight_decay=group["decoupled_weight_decay"],

@@ -35,6 +35,21 @@ def _by_row(rows: Sequence[int], *columns: Sequence[torch.Tensor] | None):
         start = stop
 
 
+def _counted(rows: Sequence[int], hyperparameters: Sequence, steps: Sequence[torch.Tensor], with_count):
+    """A capturable launch's rows as this path takes them: one per (row, step count),
+    ``with_count(row, count)`` making each. This path updates CPU tensors only, so the
+    counts are read where they live, in host memory."""
+    counts = torch.stack(list(steps)).tolist()
+    made: dict[tuple[int, float], int] = {}
+    counted_rows, counted_hyperparameters = [], []
+    for row, count in zip(rows, counts):
+        if (row, count) not in made:
+            made[row, count] = len(counted_hyperparameters)
+            counted_hyperparameters.append(with_count(hyperparameters[row], count))
+        counted_rows.append(made[row, count])
+    return counted_rows, counted_hyperparameters
+
+
 def _in_fp32(
     update, buffers: list[list[torch.Tensor] | None], write_back: tuple[bool, ...],
     mode: int = NEAREST, compensations=None, streams=None, seed: int = 0, position: int = 0,
@@ -110,6 +125,8 @@ def sgd_update(
     rounding: str = "nearest",
     state_dtype: torch.dtype | None = None,
     streams: Sequence[int] | None = None,
+    capturable: bool = False,
+    steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: object = None,
@@ -120,7 +137,16 @@ def sgd_update(
     through foreach ops, because the fused op rounds its scalar tail differently
     from torch's for-loop (an fma), and momentum carries that difference on.
     """
-    mode = rounding_mode(rounding, params[0].dtype)
+    if capturable:
+        def with_count(h: SGDHyperparameters, count: float | None) -> SGDHyperparameters:
+            first_step = h.first_step if count is None else count == 1
+            return h._replace(lr=float(h.lr), weight_decay=float(h.weight_decay), first_step=first_step)
+
+        if steps is None:
+            hyperparameters = [with_count(h, None) for h in hyperparameters]
+        else:
+            rows, hyperparameters = _counted(rows, hyperparameters, steps, with_count)
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
     whole_vectors = [numel % 16 == 0 for numel in map(torch.Tensor.numel, params)]
     for by_length, update in ((whole_vectors, _fused_sgd), ([not w for w in whole_vectors], _foreach_sgd)):
         if not any(by_length):
@@ -160,13 +186,17 @@ def adam_update(
     rounding: str = "nearest",
     state_dtype: torch.dtype | None = None,
     streams: Sequence[int] | None = None,
+    capturable: bool = False,
+    steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     table: object = None,
 ) -> None:
     """Same contract as ``tritonopt.kernels.adam.adam_update`` (``table`` is unused)."""
-    mode = rounding_mode(rounding, params[0].dtype)
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
     own_numerics = mode != NEAREST or (state_dtype or params[0].dtype) != params[0].dtype
+    if capturable:
+        rows, hyperparameters = _counted(rows, hyperparameters, steps, lambda h, count: h._replace(step=count))
     columns = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None, compensations, streams)
     for row, buffers in _by_row(rows, *columns):
         h = hyperparameters[row]

@@ -29,7 +29,8 @@ class Adam(FlatOptimizer):
         param = param - lr / (1 - beta1**step) * exp_avg
                         / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
 
-    State is torch's: ``step`` (a 0-dim float32 CPU tensor), ``exp_avg``,
+    State is torch's: ``step`` (a 0-dim float32 CPU tensor; with ``capturable``, on
+    the parameter's device), ``exp_avg``,
     ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``, so ``state_dict``
     interchanges with torch both ways; switching amsgrad on for parameters that
     already have state raises ``KeyError`` at ``step``, as torch does.
@@ -42,10 +43,25 @@ class Adam(FlatOptimizer):
     devices other than CPU and CUDA, a parameter listed twice) runs torch's own
     Adam, and sparse gradients raise torch's error; ``fused=True`` raises torch's
     error for what its fused op cannot take, and is otherwise recorded, as
-    ``foreach`` is; ``capturable`` is rejected; bf16/fp16 are computed in fp32 and
-    rounded once per buffer per step. ``rounding``, ``state_dtype`` and ``seed``
-    are as in ``tritonopt.SGD`` (Kahan keeps bf16 fine-tuning at 8 bytes per
-    parameter besides the gradient: bf16 weight, moments and compensation).
+    ``foreach`` is; bf16/fp16 are computed in fp32 and rounded once per buffer per step.
+
+    ``capturable=True`` (torch's flag) makes ``step()`` safe to capture in a CUDA
+    graph (``torch.cuda.graph``, or ``torch.compile(mode="reduce-overhead")``): it
+    reads no device value on the host and allocates nothing once warmed up. The
+    step counts live on the device and are counted there (GradScaler's skipped
+    steps are taken back there, ``found_inf`` never read), the kernel forms the
+    bias corrections from them, with torch's for-loop arithmetic, and a tensor
+    ``lr`` or ``betas`` is copied into the launch's table on the device at every
+    step, so updating it in place (``fill_``, what torch's schedulers do with a
+    tensor lr) takes effect in the next replay. Float hyperparameters are read on
+    the host: a replay keeps the values of the last eager step or the capture (as
+    torch documents for its capturable optimizers). It also runs on the CPU, where
+    torch's capturable Adam refuses; the CPU path without Triton's interpreter
+    reads the step counts there, in host memory.
+
+    ``rounding``, ``state_dtype`` and ``seed`` are as in ``tritonopt.SGD`` (Kahan
+    keeps bf16 fine-tuning at 8 bytes per parameter besides the gradient: bf16
+    weight, moments and compensation; stochastic rounding is not capturable).
     """
 
     kernel_update = staticmethod(adam_kernels.adam_update)
@@ -90,11 +106,6 @@ class Adam(FlatOptimizer):
                 )
             if isinstance(beta, torch.Tensor) and beta.numel() != 1:
                 raise ValueError(f"Tensor betas[{index}] must be 1-element")
-        if capturable:
-            raise ValueError(
-                f"tritonopt.{type(self).__name__} does not support capturable=True: its step "
-                "counts live on the host, where they choose each launch's bias corrections"
-            )
         defaults = {
             "lr": lr,
             "betas": tuple(b.squeeze() if isinstance(b, torch.Tensor) else b for b in betas),
@@ -139,6 +150,7 @@ class Adam(FlatOptimizer):
             "decoupled_weight_decay": bool(group["decoupled_weight_decay"]),
             "amsgrad": bool(group["amsgrad"]),
             "maximize": bool(group["maximize"]),
+            "capturable": bool(group["capturable"]),
         }
 
     def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> AdamHyperparameters:

@@ -40,6 +40,19 @@ class SGD(FlatOptimizer):
     updated in fp32 and rounded once per step, which is never less accurate than
     torch's op-by-op rounding.
 
+    ``capturable=True`` (tritonopt's own: torch's SGD has none) makes ``step()``
+    safe to capture in a CUDA graph, as for ``tritonopt.Adam``: no host read of a
+    device value and no allocation once warmed up. A tensor ``lr`` or
+    ``weight_decay`` is copied into the launch's table on the device at every
+    step, so updating it in place (what torch's schedulers do with a tensor lr)
+    takes effect in the next replay; float hyperparameters (``momentum``,
+    ``dampening``, a float ``lr``) are read on the host, so a replay keeps the
+    values of the last eager step or the capture. Each momentum buffer's first
+    step is told by a step count on the device, kept by tritonopt (not in
+    ``state``). The flag appears in ``param_groups`` and state_dicts only when
+    set (torch's SGD loads them and ignores the key; loading torch's keeps this
+    optimizer's own setting), so without it everything is torch's exactly.
+
     Beyond torch (keyword-only, per param group like any hyperparameter; see
     ``tritonopt/_storage.py``): ``rounding`` says how a bf16/fp16 parameter stores
     its fp32 result: ``"nearest"`` (default), ``"stochastic"`` (unbiased, from a
@@ -70,6 +83,7 @@ class SGD(FlatOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        capturable: bool = False,
         rounding: str = "nearest",
         state_dtype: torch.dtype | None = None,
         seed: int | None = None,
@@ -91,6 +105,8 @@ class SGD(FlatOptimizer):
             "fused": fused,
             **_storage.defaults(rounding, state_dtype, seed),
         }
+        if capturable:  # only then: without it, param_groups and repr are torch's exactly
+            defaults["capturable"] = True
         super().__init__(params, defaults)
         check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
 
@@ -102,6 +118,9 @@ class SGD(FlatOptimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
+            if self.defaults.get("capturable"):
+                # torch's SGD has no capturable flag: its state_dicts keep this optimizer's own.
+                group.setdefault("capturable", True)
 
     def _check_fused(self, group: dict[str, Any], entries: dict[int, dict[str, Any]]) -> None:
         # torch checks the first parameter with a gradient, once per optimizer.
@@ -119,12 +138,18 @@ class SGD(FlatOptimizer):
         return entry.get("momentum_buffer") is None
 
     def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
-        return {"nesterov": bool(group["nesterov"]), "maximize": bool(group["maximize"])}
+        return {
+            "nesterov": bool(group["nesterov"]),
+            "maximize": bool(group["maximize"]),
+            "capturable": bool(group.get("capturable", False)),
+        }
 
     def _hyperparameters(self, group: dict[str, Any], fresh: bool, step: float | None) -> SGDHyperparameters:
+        # A capturable launch copies tensor values on the device; float() would read them here.
+        value = (lambda v: v) if group.get("capturable") else float
         return SGDHyperparameters(
-            lr=float(group["lr"]),
-            weight_decay=float(group["weight_decay"]),
+            lr=value(group["lr"]),
+            weight_decay=value(group["weight_decay"]),
             momentum=float(group["momentum"]),
             dampening=float(group["dampening"]),
             first_step=fresh,

@@ -1,6 +1,7 @@
 """``python -m tritonopt.bench``: time every step implementation on every case and report.
 
-Prints a table per case, then the summary (host us per parameter and per group,
+Prints a table per case (with ``--captured``, also the host cost of capturable
+steps, eager and replayed from a CUDA graph), then the summary (host us per parameter and per group,
 new gradients against gradients in place), and writes ``results.json`` and ``chart.png`` (and with
 ``--profile`` ``trace.json``) under ``--out`` (default
 ``bench/results/<device name>/``).
@@ -20,7 +21,7 @@ import triton
 
 import tritonopt
 
-from . import plot, profile, report, summary, timing
+from . import captured, plot, profile, report, summary, timing
 from .cases import default_cases, with_new_grads
 from .implementations import implementations, tritonopt_path
 from .run import run_case
@@ -41,6 +42,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compiling takes minutes)")
     parser.add_argument("--profile", action="store_true", help="also write a Chrome trace of a few steps")
     parser.add_argument("--interpreter", action="store_true", help="also time tritonopt under Triton's interpreter (CPU)")
+    parser.add_argument(
+        "--captured", action="store_true",
+        help="also time capturable steps: eager, replayed from a CUDA graph, torch's, reduce-overhead",
+    )
     parser.add_argument(
         "--new-grads", action="store_true",
         help="also measure every case with new gradient tensors each step (the default zero_grad() loop)",
@@ -121,6 +126,10 @@ def main(argv: list[str]) -> None:
         case_rows = run_case(case, chosen, device, repeats, args.warmup, copy_gb_per_s)
         print(report.table(case_rows), flush=True)
         rows += case_rows
+        if args.captured and not case.new_grads:
+            results = captured.measure(case, device, repeats)
+            metadata.setdefault("captured", {})[case.name] = results
+            print(captured.table(case, results), flush=True)
         report.write_json(out / "results.json", metadata, rows)  # a run cut short keeps its cases
     derived = summary.summarize(cases, rows, copy_gb_per_s)
     metadata["complete"] = True

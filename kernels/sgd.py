@@ -86,7 +86,7 @@ def _sgd_block(
             grad = momentum_buffer
     lr = hyperparameter(hyperparameters, compute_dtype)
     store_param(
-        param_ptr, tl.fma(grad, -lr, param), row, 3, 4, hyperparameters + 5, first, offsets, mask,
+        param_ptr, tl.fma(grad, -lr, param), row, 3, 5, hyperparameters + 5, first, offsets, mask,
         ELEMENT, ROUNDING, VECTOR,
     )
 

@@ -267,3 +267,22 @@ def test_state_dict_loads_into_torch_and_for_torch_drops_our_keys(info):
     reference.load_state_dict(plain)
     reference.step()
     assert reference.state_dict()["param_groups"][0].keys() == saved["param_groups"][0].keys() - {"rounding", "seed"}
+
+
+@pytest.mark.parametrize("info", params())
+def test_kahan_is_capturable_and_stochastic_is_not(info, cpu_path):
+    """Kahan's compensation is device state, so a capturable step gives the same bits as
+    an eager one; stochastic rounding's stream position is a host value, so it refuses."""
+    results = []
+    for capturable in (False, True):
+        param = torch.nn.Parameter(torch.linspace(-2, 2, 50).bfloat16())
+        optimizer = info.cls([param], rounding="kahan", capturable=capturable, **info.kwargs)
+        for step in range(3):
+            param.grad = torch.cos(torch.arange(50.0) * (step + 1)).bfloat16()
+            optimizer.step()
+        results.append((param.detach().view(torch.int16), optimizer.state[param]["compensation"].view(torch.int16)))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    param = torch.nn.Parameter(torch.randn(8).bfloat16())
+    param.grad = torch.randn_like(param)
+    with pytest.raises(ValueError, match="stochastic.*capturable"):
+        info.cls([param], rounding="stochastic", capturable=True, **info.kwargs).step()

@@ -6,8 +6,9 @@ host describes them in two int64 tables on their device:
 
 * the tensor table, one row per tensor: the address of each of its buffers
   (parameter, gradient, state, ...), of its per-tensor scalars (a capturable
-  launch's step count on the device), and the row of the hyperparameter table
-  that applies to it;
+  launch's step count on the device), optionally its random stream (an integer
+  that tells its stochastic rounding apart from other tensors'), and the row of
+  the hyperparameter table that applies to it;
 * the block table, one row per program: its tensor, first element, element
   count, and whether it takes the vector path. A tensor whose buffers all start
   on 16 bytes gets vector blocks over its first ``numel - numel % VECTOR``
@@ -112,11 +113,11 @@ class BlockTable:
 
     ``update`` takes the launch's buffers (one list per table column, equal
     lengths), its per-tensor scalars (more address columns, not part of the
-    vector-path alignment), each tensor's hyperparameter row, and the
-    hyperparameter rows themselves (tuples of floats); ``live`` cells
-    ``(row, column, tensor)`` are copied from 0-dim or 1-element tensors on the
-    device at every update. It returns ``(blocks, tensors, hyperparameters)`` on
-    the tensors' device.
+    vector-path alignment), optionally each tensor's random stream (a column
+    before the row), each tensor's hyperparameter row, and the hyperparameter
+    rows themselves (tuples of floats); ``live`` cells ``(row, column, tensor)``
+    are copied from 0-dim or 1-element tensors on the device at every update. It
+    returns ``(blocks, tensors, hyperparameters)`` on the tensors' device.
     """
 
     def __init__(self) -> None:
@@ -140,14 +141,16 @@ class BlockTable:
         scalars: Sequence[Sequence[torch.Tensor]] = (),
         live: Sequence[tuple[int, int, torch.Tensor]] = (),
         capturable: bool = False,
+        streams: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = buffers[0][0].device
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         addresses = _addresses([*buffers, *scalars])
         numels = list(map(torch.Tensor.numel, buffers[0]))
-        key = (addresses, list(rows), numels, block_size, device)
+        integers = [list(rows)] if streams is None else [list(streams), list(rows)]
+        key = (addresses, integers, numels, block_size, device)
         if key != self._key:
-            host = torch.tensor([*addresses, list(rows)], dtype=torch.int64).T.contiguous()
+            host = torch.tensor([*addresses, *integers], dtype=torch.int64).T.contiguous()
             aligned = (host[:, : len(buffers)] % 16 == 0).all(dim=1)
             layout_key = (numels, aligned.tolist(), block_size)
             if layout_key != self._layout_key:

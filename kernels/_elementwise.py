@@ -41,14 +41,20 @@ def _round_to_bfloat16(values):
 
 
 @triton.jit
+def round_to_nearest(values, STORAGE: tl.constexpr):
+    """Compute-dtype values rounded to nearest even in dtype ``STORAGE`` (fp64 values
+    bound for bf16 pass through fp32: a 16-bit state of a float64 parameter)."""
+    if STORAGE == tl.bfloat16:
+        values = _round_to_bfloat16(values.to(tl.float32))
+    else:
+        values = values.to(STORAGE)
+    return values
+
+
+@triton.jit
 def store_rounded(pointer, offsets, values, mask):
     """Store compute-dtype values into a buffer of any float dtype, rounding once."""
-    storage_dtype: tl.constexpr = pointer.dtype.element_ty
-    if storage_dtype == tl.bfloat16:
-        values = _round_to_bfloat16(values)
-    else:
-        values = values.to(storage_dtype)
-    tl.store(pointer + offsets, values, mask=mask)
+    tl.store(pointer + offsets, round_to_nearest(values, pointer.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -10,6 +10,7 @@ import triton.language as tl
 from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block, scalar_pointer
 from ._elementwise import divide, hyperparameter, load_upcast, square_root, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
+from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
 
 
 class AdamHyperparameters(NamedTuple):
@@ -23,6 +24,8 @@ class AdamHyperparameters(NamedTuple):
     eps: float
     weight_decay: float
     step: float
+    seed: int = 0  # stochastic rounding's random stream: its key and position
+    rounding_step: int = 0
 
 
 def adam_scalars(row: AdamHyperparameters) -> tuple[float, float, float]:
@@ -37,13 +40,13 @@ def adam_scalars(row: AdamHyperparameters) -> tuple[float, float, float]:
 
 def _kernel_row(row: AdamHyperparameters) -> tuple[float, ...]:
     """A hyperparameter-table row, the columns ``_adam_kernel`` reads: weight_decay,
-    1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**step), eps and
-    -lr / (1 - beta1**step)."""
+    1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**step), eps,
+    -lr / (1 - beta1**step) and the random stream (seed low and high word, position)."""
     decay_factor, neg_step_size, bias_correction2_sqrt = adam_scalars(row)
     beta1, beta2 = float(row.beta1), float(row.beta2)
     return (
         float(row.weight_decay), decay_factor, 1 - beta1, beta2, 1 - beta2,
-        bias_correction2_sqrt, float(row.eps), neg_step_size,
+        bias_correction2_sqrt, float(row.eps), neg_step_size, *random_stream_columns(row.seed, row.rounding_step),
     )
 
 
@@ -64,7 +67,7 @@ def _capturable_row(row: AdamHyperparameters) -> tuple[tuple[float, ...], list[t
     values = (row.lr, row.beta1, row.beta2)
     cells = [(column, value) for column, value in zip((1, 2, 3), values) if isinstance(value, torch.Tensor)]
     floats = tuple(0.0 if isinstance(value, torch.Tensor) else float(value) for value in values)
-    return (float(row.weight_decay), *floats, float(row.eps), *map(_kind, values)), cells
+    return (float(row.weight_decay), *floats, float(row.eps), *map(_kind, values), *random_stream_columns(0, 0)), cells
 
 
 @triton.jit
@@ -117,19 +120,21 @@ def _step_scalars(hyperparameters, step):
 @triton.jit
 def _adam_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-    ELEMENT: tl.constexpr, DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
+    ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr,
+    DECOUPLED_WEIGHT_DECAY: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, CAPTURABLE: tl.constexpr, STEP_ELEMENT: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        7, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        9, 11, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
+    param = load_param(param, row, 5, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
-    exp_avg_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
-    exp_avg_sq_ptr = buffer_pointer(row, 3, first, ELEMENT, VECTOR)
+    exp_avg_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
+    exp_avg_sq_ptr = buffer_pointer(row, 3, first, STATE_ELEMENT, VECTOR)
     if CAPTURABLE:
-        step = tl.load(scalar_pointer(row, 5, STEP_ELEMENT)).to(tl.float64)
+        step = tl.load(scalar_pointer(row, 6, STEP_ELEMENT)).to(tl.float64)
         scalars = _step_scalars(hyperparameters, step)
         weight_decay = scalars[0].to(compute_dtype)
         decay_factor = scalars[1].to(compute_dtype)
@@ -164,12 +169,15 @@ def _adam_block(
     exp_avg_sq = exp_avg_sq * beta2 + grad_sq_weight * grad * grad
     store_rounded(exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
     if AMSGRAD:
-        max_exp_avg_sq_ptr = buffer_pointer(row, 4, first, ELEMENT, VECTOR)
+        max_exp_avg_sq_ptr = buffer_pointer(row, 4, first, STATE_ELEMENT, VECTOR)
         exp_avg_sq = tl.maximum(load_upcast(max_exp_avg_sq_ptr, offsets, mask), exp_avg_sq)
         store_rounded(max_exp_avg_sq_ptr, offsets, exp_avg_sq, mask)
 
     denom = divide(square_root(exp_avg_sq), bias_correction2_sqrt) + eps
-    store_rounded(param_ptr, offsets, param + divide(neg_step_size * exp_avg, denom), mask)
+    store_param(
+        param_ptr, param + divide(neg_step_size * exp_avg, denom), row, 5, 7, hyperparameters + 8, first,
+        offsets, mask, ELEMENT, ROUNDING, VECTOR,
+    )
 
 
 @triton.jit
@@ -180,6 +188,8 @@ def _adam_kernel(
     grad_scale_ptr,
     found_inf_ptr,
     ELEMENT: tl.constexpr,
+    STATE_ELEMENT: tl.constexpr,
+    ROUNDING: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
     AMSGRAD: tl.constexpr,
     MAXIMIZE: tl.constexpr,
@@ -191,14 +201,17 @@ def _adam_kernel(
 ):
     """One Adam(W) step over one block of one tensor; the block table says which.
 
-    Each tensor row holds the addresses of a parameter, its gradient, ``exp_avg``,
-    ``exp_avg_sq`` and (when ``AMSGRAD``) ``max_exp_avg_sq``, all of storage dtype
-    ``ELEMENT``, of its step count (``STEP_ELEMENT``, read when ``CAPTURABLE``), and
-    its hyperparameter row: the launch-ready columns of ``_kernel_row``, or with
-    ``CAPTURABLE`` the raw ones of ``_capturable_row``, from which the kernel forms
-    the bias corrections for the step count it reads. The update is
-    torch's ``_single_tensor_adam`` for tensors sharing one step count, computed
-    in fp32 (fp64 for float64) and rounded once per buffer:
+    Each tensor row holds the addresses of a parameter and its gradient (storage
+    dtype ``ELEMENT``), ``exp_avg``, ``exp_avg_sq`` and (when ``AMSGRAD``)
+    ``max_exp_avg_sq`` (dtype ``STATE_ELEMENT``), its compensation (``ROUNDING ==
+    KAHAN``; ``ELEMENT``), of its step count (``STEP_ELEMENT``, read when
+    ``CAPTURABLE``), its random stream, and its hyperparameter row: the
+    launch-ready columns of ``_kernel_row``, or with ``CAPTURABLE`` the raw ones
+    of ``_capturable_row``, from which the kernel forms the bias corrections for
+    the step count it reads. The update is torch's ``_single_tensor_adam`` for
+    tensors sharing one step count, computed in fp32 (fp64 for float64) and
+    rounded once per buffer, the parameter in ``ROUNDING``'s way (``_rounding``;
+    with Kahan, ``param`` below is parameter plus compensation):
 
         g = grad / grad_scale                                  if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -217,15 +230,15 @@ def _adam_kernel(
     """
     if is_vector_block(blocks_ptr):
         _adam_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
-            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
-            BLOCK_SIZE, True,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE,
+            STEP_ELEMENT, BLOCK_SIZE, True,
         )
     else:
         _adam_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT,
-            DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
-            BLOCK_SIZE, False,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, DECOUPLED_WEIGHT_DECAY, AMSGRAD, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE,
+            STEP_ELEMENT, BLOCK_SIZE, False,
         )
 
 
@@ -235,12 +248,16 @@ def adam_update(
     exp_avgs: Sequence[torch.Tensor],
     exp_avg_sqs: Sequence[torch.Tensor],
     max_exp_avg_sqs: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[AdamHyperparameters],
     decoupled_weight_decay: bool,
     amsgrad: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     capturable: bool = False,
     steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
@@ -255,13 +272,19 @@ def adam_update(
     value of ``steps[i]`` (a 0-dim float tensor on the device, already counted):
     then nothing is read on the host and tensor hyperparameters are copied into
     the table on the device. ``max_exp_avg_sqs`` is required with ``amsgrad``.
-    GradScaler's ``grad_scale`` and ``found_inf`` and ``table`` are as in ``sgd_update``.
+    GradScaler's ``grad_scale`` and ``found_inf`` and ``table``, ``rounding``,
+    ``compensations``, ``streams`` and ``state_dtype`` (of ``exp_avgs`` and the
+    other moments) are as in ``sgd_update``.
     """
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("adam_update: amsgrad needs max_exp_avg_sqs")
     if capturable and steps is None:
         raise ValueError("adam_update: capturable needs steps")
-    buffers = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params)
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
+    buffers = (
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params,
+        kahan_buffers(mode, compensations, params),
+    )
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
     if capturable:
         made = [_capturable_row(row) for row in hyperparameters]
@@ -271,7 +294,7 @@ def adam_update(
         table_rows, live = [_kernel_row(row) for row in hyperparameters], []
     blocks, tensors, table_rows = (table or BlockTable()).update(
         buffers, rows, table_rows, block_size, scalars=(steps if capturable else params,), live=live,
-        capturable=capturable,
+        capturable=capturable, streams=streams or [0] * len(params),
     )
     if blocks.shape[0] == 0:
         return
@@ -281,6 +304,8 @@ def adam_update(
         table_rows,
         *scaling_arguments(table_rows, grad_scale, found_inf),
         ELEMENT=triton_dtype(params[0].dtype),
+        STATE_ELEMENT=triton_dtype(state_dtype or params[0].dtype),
+        ROUNDING=mode,
         DECOUPLED_WEIGHT_DECAY=decoupled_weight_decay,
         AMSGRAD=amsgrad,
         MAXIMIZE=maximize,

@@ -10,6 +10,7 @@ import triton.language as tl
 from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block, scalar_pointer
 from ._elementwise import hyperparameter, load_upcast, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
+from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
 
 
 class SGDHyperparameters(NamedTuple):
@@ -23,12 +24,18 @@ class SGDHyperparameters(NamedTuple):
     momentum: float
     dampening: float
     first_step: bool
+    seed: int = 0  # stochastic rounding's random stream: its key and position
+    rounding_step: int = 0
 
 
 def _kernel_row(row: SGDHyperparameters) -> tuple[float, ...]:
     """A hyperparameter-table row: lr, weight_decay, momentum, 1 - dampening (in
-    double, as torch computes it) and first_step, the columns ``_sgd_kernel`` reads."""
-    return (float(row.lr), float(row.weight_decay), float(row.momentum), 1.0 - float(row.dampening), float(row.first_step))
+    double, as torch computes it), first_step and the random stream (seed low and
+    high word, position), the columns ``_sgd_kernel`` reads."""
+    return (
+        float(row.lr), float(row.weight_decay), float(row.momentum), 1.0 - float(row.dampening),
+        float(row.first_step), *random_stream_columns(row.seed, row.rounding_step),
+    )
 
 
 def _capturable_row(row: SGDHyperparameters) -> tuple[tuple[float, ...], list[tuple[int, torch.Tensor]]]:
@@ -39,29 +46,31 @@ def _capturable_row(row: SGDHyperparameters) -> tuple[tuple[float, ...], list[tu
     values = (row.lr, row.weight_decay)
     cells = [(column, value) for column, value in enumerate(values) if isinstance(value, torch.Tensor)]
     floats = tuple(0.0 if isinstance(value, torch.Tensor) else float(value) for value in values)
-    return (*floats, float(row.momentum), 1.0 - float(row.dampening), 0.0), cells
+    return (*floats, float(row.momentum), 1.0 - float(row.dampening), 0.0, *random_stream_columns(0, 0)), cells
 
 
 @triton.jit
 def _sgd_block(
     blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-    ELEMENT: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
-    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, CAPTURABLE: tl.constexpr, STEP_ELEMENT: tl.constexpr,
+    ELEMENT: tl.constexpr, STATE_ELEMENT: tl.constexpr, ROUNDING: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
+    NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr,
+    CAPTURABLE: tl.constexpr, STEP_ELEMENT: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, VECTOR: tl.constexpr,
 ):
     row, first, offsets, mask, param_ptr, hyperparameters, param, grad = load_block(
         blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-        5, 5, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
+        7, 8, ELEMENT, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, BLOCK_SIZE, VECTOR,
     )
+    param = load_param(param, row, 3, first, offsets, mask, ELEMENT, ROUNDING, VECTOR)
     compute_dtype: tl.constexpr = param.dtype
     weight_decay = hyperparameter(hyperparameters + 1, compute_dtype)
     if weight_decay != 0:
         grad = tl.fma(param, weight_decay, grad)
     if HAS_MOMENTUM:
-        momentum_buffer_ptr = buffer_pointer(row, 2, first, ELEMENT, VECTOR)
+        momentum_buffer_ptr = buffer_pointer(row, 2, first, STATE_ELEMENT, VECTOR)
         momentum = hyperparameter(hyperparameters + 2, compute_dtype)
         if CAPTURABLE:  # the step count on the device, already counted: 1 on the first step
-            first_step = tl.load(scalar_pointer(row, 3, STEP_ELEMENT)) == 1
+            first_step = tl.load(scalar_pointer(row, 4, STEP_ELEMENT)) == 1
         else:
             first_step = tl.load(hyperparameters + 4) != 0
         if first_step:  # the buffer starts as the gradient
@@ -76,7 +85,10 @@ def _sgd_block(
         else:
             grad = momentum_buffer
     lr = hyperparameter(hyperparameters, compute_dtype)
-    store_rounded(param_ptr, offsets, tl.fma(grad, -lr, param), mask)
+    store_param(
+        param_ptr, tl.fma(grad, -lr, param), row, 3, 5, hyperparameters + 5, first, offsets, mask,
+        ELEMENT, ROUNDING, VECTOR,
+    )
 
 
 @triton.jit
@@ -87,6 +99,8 @@ def _sgd_kernel(
     grad_scale_ptr,
     found_inf_ptr,
     ELEMENT: tl.constexpr,
+    STATE_ELEMENT: tl.constexpr,
+    ROUNDING: tl.constexpr,
     HAS_MOMENTUM: tl.constexpr,
     NESTEROV: tl.constexpr,
     MAXIMIZE: tl.constexpr,
@@ -98,12 +112,16 @@ def _sgd_kernel(
 ):
     """One SGD step over one block of one tensor; the block table says which.
 
-    Each tensor row holds the addresses of a parameter, its gradient and (when
-    ``HAS_MOMENTUM``) its momentum buffer, all of storage dtype ``ELEMENT``, of its
+    Each tensor row holds the addresses of a parameter and its gradient (storage
+    dtype ``ELEMENT``), its momentum buffer (when ``HAS_MOMENTUM``; dtype
+    ``STATE_ELEMENT``), its compensation (``ROUNDING == KAHAN``; ``ELEMENT``), its
     step count (``STEP_ELEMENT``; with ``CAPTURABLE`` and ``HAS_MOMENTUM``, a count
-    of 1 is the buffer's first step), and its hyperparameter row (lr, weight_decay,
-    momentum, 1 - dampening, first_step as float64). The update is torch's ``_single_tensor_sgd``
-    computed in fp32 (fp64 for float64) and rounded once on store:
+    of 1 is the buffer's first step), its random stream and its hyperparameter row
+    (lr, weight_decay, momentum, 1 - dampening, first_step, seed low, seed high,
+    stream position as float64). The update is torch's ``_single_tensor_sgd``
+    computed in fp32 (fp64 for float64) and rounded once on store, the parameter
+    in ``ROUNDING``'s way (``_rounding``; with Kahan, ``param`` below is parameter
+    plus compensation):
 
         g = grad / grad_scale                            if HAS_GRAD_SCALE
         g = -g if MAXIMIZE else g
@@ -120,14 +138,14 @@ def _sgd_kernel(
     """
     if is_vector_block(blocks_ptr):
         _sgd_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
             BLOCK_SIZE, True,
         )
     else:
         _sgd_block(
-            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr,
-            ELEMENT, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
+            blocks_ptr, tensors_ptr, hyperparameters_ptr, grad_scale_ptr, found_inf_ptr, ELEMENT, STATE_ELEMENT,
+            ROUNDING, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_GRAD_SCALE, HAS_FOUND_INF, CAPTURABLE, STEP_ELEMENT,
             BLOCK_SIZE, False,
         )
 
@@ -136,11 +154,15 @@ def sgd_update(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
     momentum_buffers: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[SGDHyperparameters],
     nesterov: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     capturable: bool = False,
     steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
@@ -160,6 +182,12 @@ def sgd_update(
     nothing is read on the host: tensor ``lr``/``weight_decay`` are copied into
     the table on the device, and with momentum ``steps[i]`` (a 0-dim float tensor
     on the device, already counted) says whether tensor ``i``'s buffer starts now.
+
+    ``rounding`` says how 16-bit parameters are stored (``_rounding``):
+    ``"kahan"`` needs ``compensations`` (the parameters' dtype and layout),
+    ``"stochastic"`` reads each tensor's ``streams`` entry and its row's seed and
+    ``rounding_step`` (not capturable: the stream position is a host value).
+    ``state_dtype`` is the momentum buffers' dtype (None: the parameters').
     """
     has_momentum = momentum_buffers is not None
     if has_momentum == any(row.momentum == 0 for row in hyperparameters):
@@ -167,7 +195,8 @@ def sgd_update(
     if capturable and has_momentum and steps is None:
         raise ValueError("sgd_update: capturable with momentum needs steps")
     counted = capturable and has_momentum
-    buffers = (params, grads, momentum_buffers if has_momentum else params)
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
+    buffers = (params, grads, momentum_buffers if has_momentum else params, kahan_buffers(mode, compensations, params))
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
     if capturable:
         made = [_capturable_row(row) for row in hyperparameters]
@@ -177,7 +206,7 @@ def sgd_update(
         table_rows, live = [_kernel_row(row) for row in hyperparameters], []
     blocks, tensors, table_rows = (table or BlockTable()).update(
         buffers, rows, table_rows, block_size, scalars=(steps if counted else params,), live=live,
-        capturable=capturable,
+        capturable=capturable, streams=streams or [0] * len(params),
     )
     if blocks.shape[0] == 0:
         return
@@ -187,6 +216,8 @@ def sgd_update(
         table_rows,
         *scaling_arguments(table_rows, grad_scale, found_inf),
         ELEMENT=triton_dtype(params[0].dtype),
+        STATE_ELEMENT=triton_dtype(state_dtype or params[0].dtype),
+        ROUNDING=mode,
         HAS_MOMENTUM=has_momentum,
         NESTEROV=has_momentum and nesterov,
         MAXIMIZE=maximize,

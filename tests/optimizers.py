@@ -75,7 +75,8 @@ class OptimizerInfo:
     hyperparameters: HyperparameterSpace
     kernel_update: Callable[..., None]
     torch_update: Callable[..., None]
-    # Every per-parameter state key the optimizer may keep (amsgrad's only with amsgrad).
+    # Every per-parameter state key the optimizer may keep (amsgrad's only with amsgrad,
+    # ``compensation`` only with rounding="kahan").
     state_keys: tuple[str, ...]
     # Representative keyword arguments for short parity runs: every state buffer in use.
     kwargs: dict[str, Any]
@@ -121,7 +122,7 @@ def _sgd_expected(param, grad, state, row, switches):
     return param, {"momentum_buffer": buffers[0]} if row.momentum != 0 else {}
 
 
-_ADAM_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+_ADAM_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "compensation", "step")
 
 
 def _adam_launches():
@@ -181,7 +182,7 @@ SGD = OptimizerInfo(
     hyperparameters=SGD_HYPERPARAMETERS,
     kernel_update=sgd_kernels.sgd_update,
     torch_update=_torch_path.sgd_update,
-    state_keys=("momentum_buffer",),
+    state_keys=("momentum_buffer", "compensation"),
     kwargs={"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-2},
     other_kwargs={"lr": 0.5, "momentum": 0.1},
     kernel_cases=KernelCases(

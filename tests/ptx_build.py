@@ -5,7 +5,10 @@ Used by ``test_gpu_build.py``. Kernels are found generically: every
 ``tritonopt.kernels`` (shared helpers and per-block bodies are named otherwise).
 Their arguments follow the package's conventions: the block, tensor and
 hyperparameter tables (``TABLE_POINTERS``), GradScaler's float32 scalars,
-``ELEMENT`` (the storage dtype), ``BLOCK_SIZE``, and boolean code-path switches.
+``ELEMENT`` (the storage dtype), ``BLOCK_SIZE``, ``STATE_ELEMENT`` (the state's
+storage dtype) and ``ROUNDING`` (``kernels/_rounding.py``), and boolean code-path
+switches. The boolean switches are built in every combination at the default
+state dtype and rounding; ``rounding_builds`` adds the other modes.
 """
 
 import importlib
@@ -25,16 +28,25 @@ from triton.compiler import ASTSource
 
 import tritonopt.kernels
 from tritonopt.kernels._launch import LaunchConfig, table_configs
+from tritonopt.kernels._rounding import KAHAN, NEAREST, STOCHASTIC
 
 STORAGE_DTYPES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}  # bytes per element
 FLOAT32_SCALAR_POINTERS = {"grad_scale_ptr", "found_inf_ptr"}
 # The tables a launch reads (kernels/_blocks.py): storage addresses come from them, not from arguments.
 TABLE_POINTERS = {"blocks_ptr": "*i64", "tensors_ptr": "*i64", "hyperparameters_ptr": "*fp64"}
 # What the runtime gives an aligned tensor or a multiple-of-16 int (``backend.parse_attr("D")``).
-# Constexprs that are not boolean switches: the block size and the storage dtypes.
-NOT_SWITCHES = ("BLOCK_SIZE", "ELEMENT", "STEP_ELEMENT")
+# Constexprs that are not boolean switches: the block size, the storage dtypes and the rounding mode.
+NOT_SWITCHES = ("BLOCK_SIZE", "ELEMENT", "STEP_ELEMENT", "STATE_ELEMENT", "ROUNDING")
 DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 _COMPILED_PACKAGE = "_tritonopt_kernels_compiled"
+# (rounding, parameter dtype, state dtype) of the builds beyond the default modes.
+ROUNDING_BUILDS = (
+    (STOCHASTIC, "bfloat16", "bfloat16"),
+    (KAHAN, "bfloat16", "bfloat16"),
+    (KAHAN, "float16", "float16"),
+    (KAHAN, "bfloat16", "float32"),
+    (NEAREST, "float32", "bfloat16"),
+)
 
 
 @dataclass(frozen=True)
@@ -46,12 +58,15 @@ class KernelVariant:
     flags: tuple[tuple[str, bool], ...]
     dtype: str
     config: LaunchConfig
+    rounding: int = NEAREST
+    state_dtype: str | None = None  # None: the parameters' dtype
 
     @property
     def id(self) -> str:
         switches = "-".join(name for name, on in self.flags if on) or "none"
         launch = f"{self.config.block_size}x{self.config.num_warps}w"
-        return f"{self.module}.{self.kernel.__name__}[{self.dtype}:{switches}:{launch}]"
+        storage = f"{self.dtype}" if self.state_dtype is None else f"{self.dtype}/{self.state_dtype}"
+        return f"{self.module}.{self.kernel.__name__}[{storage}:r{self.rounding}:{switches}:{launch}]"
 
 
 def launch_configs(capability: int) -> list[LaunchConfig]:
@@ -127,6 +142,20 @@ def kernel_builds(every_dtype: bool = False) -> list[tuple[KernelVariant, int]]:
     return builds
 
 
+def rounding_builds() -> list[tuple[KernelVariant, int]]:
+    """Every kernel with every switch on (but capturable with stochastic rounding) in
+    each of ``ROUNDING_BUILDS``, for sm_90."""
+    builds = []
+    for variant, capability in kernel_builds():
+        if all(on for _, on in variant.flags) and variant.dtype == "float32":
+            for rounding, dtype, state_dtype in ROUNDING_BUILDS:
+                # Stochastic rounding is not capturable (the launchers refuse the pair).
+                flags = tuple((name, on and not (rounding == STOCHASTIC and name == "CAPTURABLE")) for name, on in variant.flags)
+                builds.append((KernelVariant(variant.module, variant.kernel, flags, dtype, variant.config,
+                                             rounding, state_dtype), 90))
+    return builds
+
+
 def _base4(number: int) -> str:
     digits = ""
     while True:
@@ -148,7 +177,11 @@ def compile_ptx(variant: KernelVariant, capability: int) -> str:
     """The PTX of ``variant`` for ``sm_<capability>``, with the runtime's alignment attributes."""
     kernel = variant.kernel
     element = getattr(tl, variant.dtype)
-    constexprs = dict(variant.flags, BLOCK_SIZE=variant.config.block_size, ELEMENT=element)
+    state_element = getattr(tl, variant.state_dtype or variant.dtype)
+    constexprs = dict(
+        variant.flags, BLOCK_SIZE=variant.config.block_size, ELEMENT=element, STATE_ELEMENT=state_element,
+        ROUNDING=variant.rounding,
+    )
     if "STEP_ELEMENT" in kernel.arg_names:
         constexprs["STEP_ELEMENT"] = tl.float32  # the step counts' dtype (float64 only under a float64 default dtype)
     signature, attrs = {}, {}

@@ -22,6 +22,7 @@ from ptx_build import (
     float_arithmetic,
     global_accesses,
     kernel_builds,
+    rounding_builds,
     rounds_like_torch,
     uses_local_memory,
 )
@@ -77,6 +78,34 @@ def test_variant_builds_with_16_byte_accesses_and_no_spills(variant, capability)
         f"expected {reads} and {writes} buffers x {vectors} vectors"
     )
     assert all(a.width_bytes <= 16 for a in accesses)
+
+
+ROUNDING = rounding_builds()
+
+
+@pytest.mark.parametrize("variant,capability", ROUNDING, ids=[f"{v.id}-sm{c}" for v, c in ROUNDING])
+def test_rounding_and_state_dtype_variants_build_with_16_byte_accesses(variant, capability):
+    """Stochastic and Kahan rounding and state in another dtype build for sm_90 without
+    spills, with torch's rounding of float arithmetic, and move every buffer in 16-byte
+    vectors on the vector path (state buffers at their own width)."""
+    ptx = compile_ptx(variant, capability)
+    assert not uses_local_memory(ptx), f"{variant.id} uses local memory"
+    assert all(rounds_like_torch(opcode) for opcode in float_arithmetic(ptx)), variant.id
+    per_thread = variant.config.block_size // (32 * variant.config.num_warps)
+    param_vectors = per_thread * STORAGE_DTYPES[variant.dtype] // 16
+    state_vectors = per_thread * STORAGE_DTYPES[variant.state_dtype or variant.dtype] // 16
+    reads, writes = buffers_moved(variant)
+    state_buffers = 1 if variant.kernel.__name__ == "_sgd_kernel" else 3  # every switch is on
+    kahan = variant.rounding == 2
+    param_reads, param_writes = reads - state_buffers + kahan, writes - state_buffers + kahan
+    accesses = global_accesses(ptx)
+    loads = [a for a in accesses if "ld.global" in a.instruction and a.width_bytes == 16]
+    stores = [a for a in accesses if "st.global" in a.instruction and a.width_bytes == 16]
+    expected = (
+        param_reads * param_vectors + state_buffers * state_vectors,
+        param_writes * param_vectors + state_buffers * state_vectors,
+    )
+    assert (len(loads), len(stores)) == expected, f"{variant.id}: {len(loads)} loads, {len(stores)} stores"
 
 
 def buffers_moved(variant) -> tuple[int, int]:

@@ -80,3 +80,19 @@ def test_command_prints_every_step_and_writes_a_plot(tmp_path, capsys):
     rows = [line.split() for line in output.splitlines() if line.split() and line.split()[0].isdigit()]
     assert [row[0] for row in rows] == ["1", "2"] and all(len(row) == 6 for row in rows)
     assert (tmp_path / "verify-sgd-bfloat16-lenet.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rounding_report_counts_bytes_and_runs_every_setup(tmp_path):
+    """``verify --rounding``'s measurements on two steps: every setup trains, and the
+    bytes per parameter are the setups' (fp32 master 14, Kahan 8, pure bf16 6)."""
+    from tritonopt.verify import precision
+
+    with tritonopt.cpu_implementation("torch"):
+        results = precision.compare(steps=2, trajectory_steps=2, batch=2, vocab=128, width=32, layers=1)
+        times = {"torch path": precision.step_times(rounds=1, largest_only=True)}
+    assert [r.bytes_per_parameter for r in results] == [14.0, 10.0, 6.0, 6.0, 6.0, 8.0]
+    assert all(len(r.distance) == 2 and len(r.losses) == 2 and r.final_loss > 0 for r in results)
+    table = precision.report(results, times, "python -m tritonopt.verify --rounding")
+    assert "| bf16 + Kahan (tritonopt) | 8.0 |" in table and "| torch path | kahan |" in table
+    precision.save_plot(results, "two steps", tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0

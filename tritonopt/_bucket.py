@@ -57,9 +57,14 @@ class Bucket:
     their dense real local views, in parameter order.
     """
 
-    def __init__(self, params: list[torch.Tensor], capturable: bool = False):
+    def __init__(
+        self, params: list[torch.Tensor], capturable: bool = False, state_dtypes: dict[str, torch.dtype] | None = None
+    ):
         self.params = params
         self.capturable = capturable
+        # Storage dtype of state keys kept in another dtype than the parameters'.
+        self.state_dtypes = state_dtypes or {}
+        self.streams: list[int] = [0] * len(params)  # each parameter's random stream (stochastic rounding)
         self.distributed = any(isinstance(p, DTensor) for p in params)
         self.locals = list(map(local, params))
         self.device = self.locals[0].device
@@ -112,7 +117,7 @@ class Bucket:
     def state_views(self, key: str) -> list[torch.Tensor]:
         """The exposed views of ``key``'s flat buffer, allocating the buffer once (zeroed)."""
         if key not in self.flat_state:
-            flat = torch.zeros(self.numel, dtype=self.dtype, device=self.device)
+            flat = torch.zeros(self.numel, dtype=self.state_dtypes.get(key, self.dtype), device=self.device)
             views = [
                 flat.as_strided(t.shape, stride, offset)
                 for t, stride, offset in zip(self.locals, self.strides, self.offsets)

@@ -26,7 +26,7 @@ from torch.autograd.profiler import record_function
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
-from . import _backend, _fallback
+from . import _backend, _fallback, _storage
 from ._bucket import Bucket, is_dense, local, real
 from .kernels._blocks import BlockTable
 
@@ -46,6 +46,7 @@ class _Launch:
     state: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     rows: list[int] = field(default_factory=list)
     hyperparameters: list[NamedTuple] = field(default_factory=list)
+    streams: list[int] = field(default_factory=list)
     steps: list[torch.Tensor] = field(default_factory=list)  # device step counts (capturable)
 
 
@@ -105,6 +106,7 @@ class FlatOptimizer(Optimizer):
         group = self.param_groups[-1]
         params = [] if group.get("differentiable") else _fallback.split(group)[0]
         try:
+            _storage.check_group(group)
             _check_params(params)
         except (TypeError, ValueError):
             self.param_groups.pop()
@@ -122,8 +124,18 @@ class FlatOptimizer(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's; the loaded state is checked against the parameters before anything
         changes, then copied into tritonopt's state buffers."""
-        self._check_loaded_state(state_dict)
+        params = self._check_loaded_state(state_dict)
         super().load_state_dict(state_dict)
+        # torch casts loaded state to the parameter's dtype; state kept in another dtype
+        # (``state_dtype``) is taken as saved instead, and rounded once into its buffer.
+        groups = {id(p): group for group in self.param_groups for p in group["params"]}
+        for saved_id, entry in state_dict.get("state", {}).items():
+            p = params.get(saved_id)
+            if p is None or not isinstance(entry, dict) or groups[id(p)].get("state_dtype") is None:
+                continue
+            for key in self.state_buffer_keys:
+                if isinstance(entry.get(key), torch.Tensor) and key != "compensation":
+                    self.state[p][key] = entry[key].to(device=p.device)
         for index in range(len(self.param_groups)):
             self._group_buckets(index)
 
@@ -165,6 +177,7 @@ class FlatOptimizer(Optimizer):
             # torch updates group by group: when a group raises, the groups before it
             # have taken their step. So do they here, in one launch.
             self._launch(prepared)
+            _storage.advance_random_streams(group for group, *_ in prepared)
 
     def _torch_update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         """torch's own step for ``params`` of ``group``, with autograd on as torch's
@@ -211,6 +224,10 @@ class FlatOptimizer(Optimizer):
             and len(params) == len(known)
             and all(map(is_, params, known))
             and all(bucket.capturable == capturable and bucket.follow() for bucket in buckets)
+            and all(
+                bucket.state_dtypes == _storage.state_dtypes(group, self.state_buffer_keys, bucket.dtype)
+                for bucket in buckets
+            )
         ):
             return buckets
         kernel_params, torch_params = _fallback.split(group)
@@ -219,8 +236,13 @@ class FlatOptimizer(Optimizer):
         for p in kernel_params:
             by_device_dtype.setdefault((p.device, p.dtype), []).append(p)
         entries = self._state_entries()
-        buckets = [Bucket(bucket_params, capturable) for bucket_params in by_device_dtype.values()]
+        streams = _storage.stream_ids(self.param_groups, index)
+        buckets = [
+            Bucket(bucket_params, capturable, _storage.state_dtypes(group, self.state_buffer_keys, bucket_params[0].dtype))
+            for bucket_params in by_device_dtype.values()
+        ]
         for bucket in buckets:
+            bucket.streams = [streams[id(p)] for p in bucket.params]
             self._adopt_state(bucket, entries)
         self._buckets[index] = buckets
         self._group_params[index] = list(params)
@@ -268,13 +290,14 @@ class FlatOptimizer(Optimizer):
                         bucket.step_view(index).fill_(1)
                 entry[key] = view
 
-    def _check_loaded_state(self, state_dict: dict[str, Any]) -> None:
-        """Per-element state of a parameter's shape, checked as torch maps saved ids to parameters."""
+    def _check_loaded_state(self, state_dict: dict[str, Any]) -> dict[Any, torch.Tensor]:
+        """Per-element state of a parameter's shape, checked as torch maps saved ids to
+        parameters; returns that map."""
         saved_groups = state_dict.get("param_groups", [])
         if len(saved_groups) != len(self.param_groups) or any(
             len(saved["params"]) != len(group["params"]) for saved, group in zip(saved_groups, self.param_groups)
         ):
-            return  # torch raises its own error for this
+            return {}  # torch raises its own error for this
         params = dict(
             zip(
                 chain.from_iterable(saved["params"] for saved in saved_groups),
@@ -286,6 +309,7 @@ class FlatOptimizer(Optimizer):
                 for key in self.state_buffer_keys:
                     if entry.get(key) is not None:
                         _check_state_tensor(key, entry[key], params[saved_id])
+        return params
 
     def _prepare_bucket(
         self, group: dict[str, Any], bucket: Bucket, entries: dict[int, dict[str, Any]]
@@ -313,7 +337,7 @@ class FlatOptimizer(Optimizer):
             bucket.checked_grads = grads if kernel_grads is dense else []
             grads = bucket.kernel_grads = kernel_grads
             bucket.has_grad = has_grad
-        keys = self._state_buffers(group)
+        keys = _storage.bucket_keys(self._state_buffers(group), group, bucket.dtype)
         no_fresh = [False] * len(has_grad)
         if not (keys or self.counts_steps):
             return grads, has_grad, no_fresh, sparse
@@ -338,6 +362,10 @@ class FlatOptimizer(Optimizer):
                 elif bucket.capturable:
                     bucket.step_view(index).zero_()  # the buffers' own count (see _adopt_entry)
             else:
+                if "compensation" in keys and entry.get("compensation") is None:
+                    # What rounding lost starts at zero: state from torch, or from nearest rounding.
+                    entry["compensation"] = bucket.state_views("compensation")[index]
+                    local(entry["compensation"]).zero_()
                 missing = [key for key in step_keys if key not in entry]
                 if missing:
                     raise KeyError(missing[0])  # torch's state lookup raises the same
@@ -357,8 +385,8 @@ class FlatOptimizer(Optimizer):
         """Append the bucket's parameters with a gradient to their launch, with their rows."""
         if not any(has_grad):
             return
-        keys = self._state_buffers(group)
-        switches = self._switches(group)
+        keys = _storage.bucket_keys(self._state_buffers(group), group, bucket.dtype)
+        switches = self._switches(group) | _storage.switches(group, bucket)
         dtype = bucket.kernel_params[0].dtype
         key = (bucket.device, dtype, tuple(switches.items()), keys)
         launch = launches.get(key)
@@ -372,8 +400,11 @@ class FlatOptimizer(Optimizer):
         if all(has_grad) and not any(fresh) and (not self.counts_steps or steps.count(steps[0]) == len(steps)):
             # The steady state: the whole bucket, one row, C-level list extensions.
             row = len(launch.hyperparameters)
-            launch.hyperparameters.append(self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
+            launch.hyperparameters.append(
+                _storage.with_random_stream(group, self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
+            )
             launch.params.extend(bucket.kernel_params)
+            launch.streams.extend(bucket.streams)
             launch.grads.extend(grads)
             for k in keys:
                 launch.state[k].extend(bucket.kernel_views[k])
@@ -382,10 +413,11 @@ class FlatOptimizer(Optimizer):
         for grad, is_fresh, step in zip(has_grad, fresh, steps):
             if grad and (is_fresh, step) not in rows:
                 rows[is_fresh, step] = len(launch.hyperparameters)
-                launch.hyperparameters.append(self._hyperparameters(group, is_fresh, step))
+                launch.hyperparameters.append(_storage.with_random_stream(group, self._hyperparameters(group, is_fresh, step)))
             if grad:
                 launch.rows.append(rows[is_fresh, step])
         launch.params.extend(compress(bucket.kernel_params, has_grad))
+        launch.streams.extend(compress(bucket.streams, has_grad))
         launch.grads.extend(compress(grads, has_grad))
         for k in keys:
             launch.state[k].extend(compress(bucket.kernel_views[k], has_grad))
@@ -409,6 +441,7 @@ class FlatOptimizer(Optimizer):
         launch.rows.extend(repeat(row, has_grad.count(True)))
         every = all(has_grad)
         launch.params.extend(bucket.kernel_params if every else compress(bucket.kernel_params, has_grad))
+        launch.streams.extend(bucket.streams if every else compress(bucket.streams, has_grad))
         launch.grads.extend(grads if every else compress(grads, has_grad))
         for k in keys:
             launch.state[k].extend(bucket.kernel_views[k] if every else compress(bucket.kernel_views[k], has_grad))
@@ -432,6 +465,7 @@ class FlatOptimizer(Optimizer):
                 rows=launch.rows,
                 hyperparameters=launch.hyperparameters,
                 **launch.switches,
+                streams=launch.streams,
                 steps=launch.steps or None,
                 grad_scale=_on(grad_scale, launch.device),
                 found_inf=_on(found_inf, launch.device),

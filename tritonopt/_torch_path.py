@@ -7,7 +7,9 @@ per hyperparameter row, over that row's tensors in place. bf16/fp16 SGD is
 computed on fp32 copies and rounded once, the kernels' numerics, because torch
 2.13's CPU fused SGD gives wrong results for 16-bit tensors (errors of 0.3 on
 values of order 1, checked in ``tests/test_kernels.py``); its fused Adam already
-computes them in fp32 and rounds once.
+computes them in fp32 and rounds once. Stochastic and Kahan rounding, and state
+in another dtype than the parameters, run the update on fp32 copies too and
+store the parameters as the kernels do (``_rounding``).
 """
 
 from collections.abc import Sequence
@@ -16,10 +18,11 @@ from itertools import compress, groupby
 import torch
 from torch.optim.adam import _single_tensor_adam
 
+from ._rounding import store_params
+from .kernels._rounding import KAHAN, NEAREST, rounding_mode
 from .kernels.adam import AdamHyperparameters
 from .kernels.sgd import SGDHyperparameters
 
-_ROUNDED_ONCE = (torch.bfloat16, torch.float16)
 
 
 def _by_row(rows: Sequence[int], *columns: Sequence[torch.Tensor] | None):
@@ -47,15 +50,27 @@ def _counted(rows: Sequence[int], hyperparameters: Sequence, steps: Sequence[tor
     return counted_rows, counted_hyperparameters
 
 
-def _in_fp32(update, buffers: list[list[torch.Tensor] | None], write_back: tuple[bool, ...]) -> None:
-    """Run ``update`` on fp32 copies of 16-bit ``buffers`` and round the ``write_back`` ones once."""
-    if buffers[0][0].dtype not in _ROUNDED_ONCE:
+def _in_fp32(
+    update, buffers: list[list[torch.Tensor] | None], write_back: tuple[bool, ...],
+    mode: int = NEAREST, compensations=None, streams=None, seed: int = 0, position: int = 0,
+) -> None:
+    """Run ``update`` on copies in the compute dtype (fp64 for float64 parameters, else
+    fp32) of the ``buffers`` stored otherwise, and round the ``write_back`` ones once;
+    the parameters (the first buffer) in ``mode``'s way (with Kahan, the copies start
+    as parameter plus compensation)."""
+    compute = torch.float64 if buffers[0][0].dtype == torch.float64 else torch.float32
+    if mode == NEAREST and all(b is None or b[0].dtype == compute for b in buffers):
         update(*buffers)
         return
-    computed = [None if b is None else [t.float() for t in b] for b in buffers]
+    computed = [None if b is None else [t.to(compute) for t in b] for b in buffers]
+    if mode == KAHAN:
+        computed[0] = [p.to(compute) + c.to(compute) for p, c in zip(buffers[0], compensations)]
     update(*computed)
-    for buffer, values, written in zip(buffers, computed, write_back):
-        if written and buffer is not None:
+    store_params(
+        buffers[0], computed[0], mode=mode, compensations=compensations, streams=streams, seed=seed, position=position
+    )
+    for buffer, values, written in list(zip(buffers, computed, write_back))[1:]:
+        if written and buffer is not None and buffer[0].dtype != compute:
             torch._foreach_copy_(buffer, values)
 
 
@@ -101,11 +116,15 @@ def sgd_update(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
     momentum_buffers: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[SGDHyperparameters],
     nesterov: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     capturable: bool = False,
     steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
@@ -127,11 +146,12 @@ def sgd_update(
             hyperparameters = [with_count(h, None) for h in hyperparameters]
         else:
             rows, hyperparameters = _counted(rows, hyperparameters, steps, with_count)
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
     whole_vectors = [numel % 16 == 0 for numel in map(torch.Tensor.numel, params)]
     for by_length, update in ((whole_vectors, _fused_sgd), ([not w for w in whole_vectors], _foreach_sgd)):
         if not any(by_length):
             continue
-        columns, chosen_rows = (params, grads, momentum_buffers), rows
+        columns, chosen_rows = (params, grads, momentum_buffers, compensations, streams), rows
         if not all(by_length):
             columns = [None if column is None else list(compress(column, by_length)) for column in columns]
             chosen_rows = list(compress(rows, by_length))
@@ -139,11 +159,15 @@ def sgd_update(
             h = hyperparameters[row]
             if h.momentum == 0:
                 buffers[2] = None
+            *buffers, row_compensations, row_streams = buffers
 
             def row_update(params, grads, momentum_buffers, h=h, update=update):
                 update(params, grads, momentum_buffers, h, nesterov, maximize, grad_scale, found_inf)
 
-            _in_fp32(row_update, buffers, write_back=(True, grad_scale is not None, True))
+            _in_fp32(
+                row_update, buffers, (True, grad_scale is not None, True),
+                mode, row_compensations, row_streams, h.seed, h.rounding_step,
+            )
 
 
 def adam_update(
@@ -152,12 +176,16 @@ def adam_update(
     exp_avgs: Sequence[torch.Tensor],
     exp_avg_sqs: Sequence[torch.Tensor],
     max_exp_avg_sqs: Sequence[torch.Tensor] | None,
+    compensations: Sequence[torch.Tensor] | None = None,
     *,
     rows: Sequence[int],
     hyperparameters: Sequence[AdamHyperparameters],
     decoupled_weight_decay: bool,
     amsgrad: bool,
     maximize: bool,
+    rounding: str = "nearest",
+    state_dtype: torch.dtype | None = None,
+    streams: Sequence[int] | None = None,
     capturable: bool = False,
     steps: Sequence[torch.Tensor] | None = None,
     grad_scale: torch.Tensor | None = None,
@@ -165,11 +193,25 @@ def adam_update(
     table: object = None,
 ) -> None:
     """Same contract as ``tritonopt.kernels.adam.adam_update`` (``table`` is unused)."""
+    mode = rounding_mode(rounding, params[0].dtype, capturable)
+    own_numerics = mode != NEAREST or (state_dtype or params[0].dtype) != params[0].dtype
     if capturable:
         rows, hyperparameters = _counted(rows, hyperparameters, steps, lambda h, count: h._replace(step=count))
-    columns = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None)
+    columns = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None, compensations, streams)
     for row, buffers in _by_row(rows, *columns):
         h = hyperparameters[row]
+        *buffers, row_compensations, row_streams = buffers
+        if own_numerics:
+            # The fused op on fp32 copies, then the parameters stored in the mode's way.
+            def update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h=h):
+                _fused_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h, decoupled_weight_decay,
+                            amsgrad, maximize, grad_scale, found_inf)
+
+            _in_fp32(
+                update, buffers, (True, grad_scale is not None, True, True, True),
+                mode, row_compensations, row_streams, h.seed, h.rounding_step,
+            )
+            continue
         if any(isinstance(value, torch.Tensor) for value in (h.lr, h.beta1, h.beta2)):
             # torch's fused op computes its scalars in double, its for-loop (the reference)
             # in the tensor hyperparameter's dtype: run the for-loop's own function.
@@ -188,24 +230,30 @@ def adam_update(
 
             _in_fp32(update, buffers, write_back=(True, grad_scale is not None, True, True, True))
             continue
-        fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
         # torch's CPU fused Adam computes 16-bit buffers in fp32 and rounds once already.
-        row_params, row_grads, row_exp_avgs, row_exp_avg_sqs, row_max_exp_avg_sqs = buffers
-        step = torch.tensor(float(h.step), dtype=torch.float32, device=row_params[0].device)
-        fused_adam(
-            row_params,
-            row_grads,
-            row_exp_avgs,
-            row_exp_avg_sqs,
-            row_max_exp_avg_sqs or [],
-            [step] * len(row_params),
-            amsgrad=amsgrad,
-            lr=h.lr,
-            beta1=h.beta1,
-            beta2=h.beta2,
-            weight_decay=h.weight_decay,
-            eps=h.eps,
-            maximize=maximize,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-        )
+        _fused_adam(*buffers, h, decoupled_weight_decay, amsgrad, maximize, grad_scale, found_inf)
+
+
+def _fused_adam(
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h: AdamHyperparameters,
+    decoupled_weight_decay, amsgrad, maximize, grad_scale, found_inf,
+) -> None:
+    fused_adam = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    step = torch.tensor(float(h.step), dtype=torch.float32, device=params[0].device)
+    fused_adam(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs or [],
+        [step] * len(params),
+        amsgrad=amsgrad,
+        lr=h.lr,
+        beta1=h.beta1,
+        beta2=h.beta2,
+        weight_decay=h.weight_decay,
+        eps=h.eps,
+        maximize=maximize,
+        grad_scale=grad_scale,
+        found_inf=found_inf,
+    )

@@ -6,7 +6,7 @@ import torch
 
 from torch.optim.optimizer import _device_dtype_check_for_fused
 
-from . import _fallback, _torch_path
+from . import _fallback, _storage, _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import adam as adam_kernels
@@ -58,12 +58,16 @@ class Adam(FlatOptimizer):
     torch documents for its capturable optimizers). It also runs on the CPU, where
     torch's capturable Adam refuses; the CPU path without Triton's interpreter
     reads the step counts there, in host memory.
+
+    ``rounding``, ``state_dtype`` and ``seed`` are as in ``tritonopt.SGD`` (Kahan
+    keeps bf16 fine-tuning at 8 bytes per parameter besides the gradient: bf16
+    weight, moments and compensation; stochastic rounding is not capturable).
     """
 
     kernel_update = staticmethod(adam_kernels.adam_update)
     torch_update = staticmethod(_torch_path.adam_update)
     torch_step = staticmethod(_fallback.adam_step)
-    state_buffer_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    state_buffer_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "compensation")
     counts_steps = True
 
     def __init__(
@@ -81,6 +85,9 @@ class Adam(FlatOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        rounding: str = "nearest",
+        state_dtype: torch.dtype | None = None,
+        seed: int | None = None,
     ) -> None:
         if isinstance(lr, torch.Tensor) and foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
@@ -111,6 +118,7 @@ class Adam(FlatOptimizer):
             "differentiable": differentiable,
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
+            **_storage.defaults(rounding, state_dtype, seed),
         }
         super().__init__(params, defaults)
         check_paths(foreach=foreach, fused=fused, differentiable=differentiable)
@@ -135,7 +143,7 @@ class Adam(FlatOptimizer):
                 _device_dtype_check_for_fused(p)
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return self.state_buffer_keys if group["amsgrad"] else self.state_buffer_keys[:2]
+        return self.state_buffer_keys[:3] if group["amsgrad"] else self.state_buffer_keys[:2]
 
     def _switches(self, group: dict[str, Any]) -> dict[str, bool]:
         return {
@@ -174,6 +182,9 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        rounding: str = "nearest",
+        state_dtype: torch.dtype | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -188,6 +199,9 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            rounding=rounding,
+            state_dtype=state_dtype,
+            seed=seed,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import torch
 
 from torch.optim.optimizer import _device_dtype_check_for_fused
 
-from . import _fallback, _torch_path
+from . import _fallback, _storage, _torch_path
 from ._engine import FlatOptimizer
 from ._hyperparameters import check_lr, check_non_negative, check_paths
 from .kernels import sgd as sgd_kernels
@@ -53,12 +53,23 @@ class SGD(FlatOptimizer):
     ``state``). The flag appears in ``param_groups`` and state_dicts only when
     set (torch's SGD loads them and ignores the key; loading torch's keeps this
     optimizer's own setting), so without it everything is torch's exactly.
+
+    Beyond torch (keyword-only, per param group like any hyperparameter; see
+    ``tritonopt/_storage.py``): ``rounding`` says how a bf16/fp16 parameter stores
+    its fp32 result: ``"nearest"`` (default), ``"stochastic"`` (unbiased, from a
+    Philox stream keyed by ``seed``; bf16 only; ``seed=None`` draws one from
+    torch's default generator) or ``"kahan"`` (a ``compensation`` state buffer of
+    the parameter's dtype keeps what rounding lost and is added back next step).
+    fp32/fp64 parameters are stored as computed whatever the mode.
+    ``state_dtype`` (e.g. ``torch.bfloat16``) stores the state buffers in that
+    dtype (computed in fp32, rounded to nearest). The compensation, seed and
+    stream position are in ``state_dict``, so a resumed run is bit-identical.
     """
 
     kernel_update = staticmethod(sgd_kernels.sgd_update)
     torch_update = staticmethod(_torch_path.sgd_update)
     torch_step = staticmethod(_fallback.sgd_step)
-    state_buffer_keys = ("momentum_buffer",)
+    state_buffer_keys = ("momentum_buffer", "compensation")
 
     def __init__(
         self,
@@ -74,6 +85,9 @@ class SGD(FlatOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         capturable: bool = False,
+        rounding: str = "nearest",
+        state_dtype: torch.dtype | None = None,
+        seed: int | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("momentum", momentum)
@@ -90,6 +104,7 @@ class SGD(FlatOptimizer):
             "foreach": foreach,
             "differentiable": differentiable,
             "fused": fused,
+            **_storage.defaults(rounding, state_dtype, seed),
         }
         if capturable:  # only then: without it, param_groups and repr are torch's exactly
             defaults["capturable"] = True
@@ -118,7 +133,7 @@ class SGD(FlatOptimizer):
                     return
 
     def _state_buffers(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return self.state_buffer_keys if group["momentum"] != 0 else ()
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     def _fresh(self, entry: dict[str, Any]) -> bool:
         return entry.get("momentum_buffer") is None

@@ -56,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("verify-report"))
     parser.add_argument("--candidate", help="module:Name of an optimizer class to check instead of tritonopt's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--rounding", action="store_true",
+        help="compare bf16 AdamW setups (fp32 master weights, pure bf16, stochastic, Kahan, bf16 state) "
+        "on the gpt preset: --steps training steps (default 300 with --rounding)",
+    )
     args = parser.parse_args(argv)
+    if args.rounding:
+        return _rounding_report(args, argv)
 
     candidate = _candidate(args.optimizer, args.candidate)
     torch.manual_seed(args.seed)
@@ -89,6 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     plot = args.out / f"verify-{args.optimizer}-{args.dtype}-{args.model}.png"
     save_plot(reports, f"{name} vs torch, {args.dtype}, {args.model}", plot)
     print(f"plot: {plot}")
+    return 0
+
+
+def _rounding_report(args, argv) -> int:
+    from . import precision
+
+    steps = args.steps if "--steps" in (argv or sys.argv) else 300
+    with tritonopt.cpu_implementation("torch"):
+        results = precision.compare(steps=steps, trajectory_steps=min(steps, 100), seed=args.seed)
+        times = {"CPU, torch path": precision.step_times()}
+    if tritonopt.kernels_interpreted():
+        with tritonopt.cpu_implementation("triton"):
+            times["CPU, interpreted kernels"] = precision.step_times(rounds=5, largest_only=True)
+    command = "python -m tritonopt.verify --rounding" + (f" --steps {steps}" if steps != 300 else "")
+    if tritonopt.kernels_interpreted():
+        command = "TRITON_INTERPRET=1 " + command
+    table = precision.report(results, times, command)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rounding.md").write_text(table)
+    plot = args.out / "rounding-gpt.png"
+    precision.save_plot(results, f"AdamW on a bf16 TinyGPT, {steps} steps", plot)
+    print(f"table: {args.out / 'rounding.md'}\nplot: {plot}")
     return 0
 
 

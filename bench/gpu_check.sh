@@ -101,7 +101,7 @@ if [[ $dry_run -eq 1 ]]; then
     test_env=(TRITONOPT_TEST_DEVICE=cpu)
 else
     # The kernels first (an interrupted run keeps the most telling results), then the rest.
-    first=(test_kernels.py test_negation.py test_amp.py test_state_machine.py test_launch.py)
+    first=(test_kernels.py test_capturable.py test_negation.py test_amp.py test_state_machine.py test_launch.py)
     tests=(-p no:cacheprovider -q -rfE --durations=10)
     for name in "${first[@]}"; do
         tests+=("$repo/tests/$name")

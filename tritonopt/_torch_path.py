@@ -64,7 +64,8 @@ def _in_fp32(
         return
     computed = [None if b is None else [t.to(compute) for t in b] for b in buffers]
     if mode == KAHAN:
-        computed[0] = [p.to(compute) + c.to(compute) for p, c in zip(buffers[0], compensations)]
+        # In place: a 16-bit compensation is promoted exactly, the sum rounded once.
+        torch._foreach_add_(computed[0], list(compensations))
     update(*computed)
     store_params(
         buffers[0], computed[0], mode=mode, compensations=compensations, streams=streams, seed=seed, position=position

@@ -5,7 +5,7 @@ held in an int64),
 stochastic rounding by adding 16 random bits below bf16's mantissa, and Kahan's
 split of an fp32 result into a rounded parameter and a rounded compensation.
 
-Speed (about 3x the per-tensor version on 2 CPU cores): a launch's elements are
+Speed (1.4-2.5x the per-tensor version, bench/results/rounding/cpu-step-time.md): a launch's elements are
 concatenated (indices and streams once per layout, cached with the first Philox
 round, which does not depend on the step) and drawn in chunks of ``_CHUNK``, whose
 int64 words stay in cache and under torch's parallel grain (32768: at 2 threads
@@ -24,6 +24,9 @@ _WORD = 0xFFFFFFFF
 _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
 _CHUNK = 32768
+# The cached first round holds 32 bytes per element: launches beyond this many
+# elements (128 MiB of words) recompute it at every step instead.
+_CACHED_ELEMENTS = 1 << 22
 
 
 def _first_round_words(index: torch.Tensor, stream: torch.Tensor | int):
@@ -83,15 +86,11 @@ def stochastic_round_to_bfloat16(values: torch.Tensor, bits: torch.Tensor) -> to
     return rounded.to(torch.int16).view(torch.bfloat16)
 
 
-def _storage_indices(tensor: torch.Tensor) -> torch.Tensor:
-    """Each element's index in the tensor's dense storage order (the kernels' element index)."""
-    return torch.arange(tensor.numel(), dtype=torch.int64).as_strided(tensor.shape, tensor.stride())
-
-
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def _launch_first_round(layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...], streams: tuple[int, ...]):
     """``_first_round_words`` of all elements of tensors laid out as ``layouts`` (shape,
-    stride), in their logical order, one after the other: the same for every step."""
+    stride), in their logical order, one after the other: the same for every step. An
+    element's index is its place in the tensor's dense storage order, the kernels' index."""
     indices, per_element_streams = [], []
     for (shape, stride), stream in zip(layouts, streams):
         numel = torch.Size(shape).numel()
@@ -114,8 +113,10 @@ def store_params(
     ``params`` in ``mode``'s way; Kahan also writes ``compensations``."""
     if mode == STOCHASTIC:
         layouts = tuple((tuple(v.shape), tuple(v.stride())) for v in computed)
-        first_round = _launch_first_round(layouts, tuple(streams))
         values = torch.cat([v.reshape(-1) for v in computed])
+        first_round = (_launch_first_round if values.numel() <= _CACHED_ELEMENTS else _launch_first_round.__wrapped__)(
+            layouts, tuple(streams)
+        )
         rounded = torch.empty(values.shape, dtype=torch.bfloat16)
         for start in range(0, values.numel(), _CHUNK):
             chunk = slice(start, start + _CHUNK)

@@ -5,7 +5,8 @@ held in an int64),
 stochastic rounding by adding 16 random bits below bf16's mantissa, and Kahan's
 split of an fp32 result into a rounded parameter and a rounded compensation.
 
-Speed (1.4-2.5x the per-tensor version, bench/results/rounding/cpu-step-time.md): a launch's elements are
+Speed (1.4-2.5x the per-tensor version for stochastic rounding: see
+bench/results/rounding/cpu-step-time.md): a launch's elements are
 concatenated (indices and streams once per layout, cached with the first Philox
 round, which does not depend on the step) and drawn in chunks of ``_CHUNK``, whose
 int64 words stay in cache and under torch's parallel grain (32768: at 2 threads

@@ -123,7 +123,8 @@ def store_params(
             chunk = slice(start, start + _CHUNK)
             bits = _philox(tuple(words[chunk] for words in first_round), position, seed)
             rounded[chunk] = stochastic_round_to_bfloat16(values[chunk], bits)
-        torch._foreach_copy_(list(params), [r.view(p.shape) for r, p in zip(rounded.split([p.numel() for p in params]), params)])
+        pieces = rounded.split([p.numel() for p in params])
+        torch._foreach_copy_(list(params), [piece.view(p.shape) for piece, p in zip(pieces, params)])
     elif mode == KAHAN:
         params, computed = list(params), list(computed)
         torch._foreach_copy_(params, computed)

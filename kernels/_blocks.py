@@ -26,7 +26,7 @@ replay reads their current value), and tables uploaded during a capture keep
 their host source and themselves alive, as the graph's replays read both.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import triton
@@ -193,6 +193,19 @@ def upload(host: torch.Tensor, device: torch.device, captured: list[torch.Tensor
         captured += [host, copy]
         return copy
     return host.pin_memory().to(device, non_blocking=True)
+
+
+def hyperparameter_rows(
+    hyperparameters: Sequence, capturable: bool, kernel_row: Callable, capturable_row: Callable
+) -> tuple[list[tuple[float, ...]], list[tuple[int, int, torch.Tensor]]]:
+    """A launch's hyperparameter-table rows, and the ``(row, column, tensor)`` cells the
+    device copies tensor hyperparameters into at every step (capturable launches only,
+    whose ``capturable_row`` returns ``(row, cells)``)."""
+    if not capturable:
+        return [kernel_row(row) for row in hyperparameters], []
+    made = [capturable_row(row) for row in hyperparameters]
+    live = [(index, column, value) for index, (_, cells) in enumerate(made) for column, value in cells]
+    return [row for row, _ in made], live
 
 
 def _block_rows(numels: torch.Tensor, aligned: torch.Tensor, block_size: int) -> torch.Tensor:

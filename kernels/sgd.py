@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._blocks import BlockTable, buffer_pointer, is_vector_block, load_block, scalar_pointer
+from ._blocks import BlockTable, buffer_pointer, hyperparameter_rows, is_vector_block, load_block, scalar_pointer
 from ._elementwise import hyperparameter, load_upcast, store_rounded
 from ._launch import launch_config, scaling_arguments, triton_dtype
 from ._rounding import kahan_buffers, load_param, random_stream_columns, rounding_mode, store_param
@@ -198,14 +198,9 @@ def sgd_update(
     mode = rounding_mode(rounding, params[0].dtype, capturable)
     buffers = (params, grads, momentum_buffers if has_momentum else params, kahan_buffers(mode, compensations, params))
     block_size, num_warps = launch_config(params[0].device, sum(map(torch.Tensor.numel, params)))
-    if capturable:
-        made = [_capturable_row(row) for row in hyperparameters]
-        table_rows = [row for row, _ in made]
-        live = [(index, column, value) for index, (_, cells) in enumerate(made) for column, value in cells]
-    else:
-        table_rows, live = [_kernel_row(row) for row in hyperparameters], []
+    rows_of_table, live = hyperparameter_rows(hyperparameters, capturable, _kernel_row, _capturable_row)
     blocks, tensors, table_rows = (table or BlockTable()).update(
-        buffers, rows, table_rows, block_size, scalars=(steps if counted else params,), live=live,
+        buffers, rows, rows_of_table, block_size, scalars=(steps if counted else params,), live=live,
         capturable=capturable, streams=streams or [0] * len(params),
     )
     if blocks.shape[0] == 0:

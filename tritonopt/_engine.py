@@ -49,6 +49,22 @@ class _Launch:
     streams: list[int] = field(default_factory=list)
     steps: list[torch.Tensor] = field(default_factory=list)  # device step counts (capturable)
 
+    def add(self, bucket: Bucket, grads: list, has_grad: list[bool], steps: bool = False) -> None:
+        """Append the bucket's tensors whose parameter has a gradient (and their device
+        step counts with ``steps``); a whole bucket by C-level list extensions."""
+        every = all(has_grad)
+
+        def chosen(column):
+            return column if every else compress(column, has_grad)
+
+        self.params.extend(chosen(bucket.kernel_params))
+        self.streams.extend(chosen(bucket.streams))
+        self.grads.extend(chosen(grads))
+        for key in self.state_keys:
+            self.state[key].extend(chosen(bucket.kernel_views[key]))
+        if steps:
+            self.steps.extend(chosen(bucket.step_views))
+
 
 class FlatOptimizer(Optimizer):
     """Base of tritonopt's optimizers (see ``tritonopt.SGD`` for the user-facing contract)."""
@@ -403,11 +419,7 @@ class FlatOptimizer(Optimizer):
             launch.hyperparameters.append(
                 _storage.with_random_stream(group, self._hyperparameters(group, False, steps[0] if self.counts_steps else None))
             )
-            launch.params.extend(bucket.kernel_params)
-            launch.streams.extend(bucket.streams)
-            launch.grads.extend(grads)
-            for k in keys:
-                launch.state[k].extend(bucket.kernel_views[k])
+            launch.add(bucket, grads, has_grad)
             launch.rows.extend(repeat(row, len(grads)))
             return
         for grad, is_fresh, step in zip(has_grad, fresh, steps):
@@ -416,11 +428,7 @@ class FlatOptimizer(Optimizer):
                 launch.hyperparameters.append(_storage.with_random_stream(group, self._hyperparameters(group, is_fresh, step)))
             if grad:
                 launch.rows.append(rows[is_fresh, step])
-        launch.params.extend(compress(bucket.kernel_params, has_grad))
-        launch.streams.extend(compress(bucket.streams, has_grad))
-        launch.grads.extend(compress(grads, has_grad))
-        for k in keys:
-            launch.state[k].extend(compress(bucket.kernel_views[k], has_grad))
+        launch.add(bucket, grads, has_grad)
 
     def _add_capturable(
         self,
@@ -439,14 +447,7 @@ class FlatOptimizer(Optimizer):
         row = len(launch.hyperparameters)
         launch.hyperparameters.append(self._hyperparameters(group, False, None))
         launch.rows.extend(repeat(row, has_grad.count(True)))
-        every = all(has_grad)
-        launch.params.extend(bucket.kernel_params if every else compress(bucket.kernel_params, has_grad))
-        launch.streams.extend(bucket.streams if every else compress(bucket.streams, has_grad))
-        launch.grads.extend(grads if every else compress(grads, has_grad))
-        for k in keys:
-            launch.state[k].extend(bucket.kernel_views[k] if every else compress(bucket.kernel_views[k], has_grad))
-        if counted:
-            launch.steps.extend(bucket.step_views if every else compress(bucket.step_views, has_grad))
+        launch.add(bucket, grads, has_grad, steps=counted)
 
     def _run(
         self, key: tuple, launch: _Launch, grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
